@@ -1,0 +1,679 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tokenbroker/tokenbroker/provider"
+)
+
+// Defaults applied by [Config.SetDefaults].
+const (
+	DefaultListen         = "127.0.0.1:8080"
+	DefaultDataDir        = "./tokenbroker-data"
+	DefaultLogLevel       = "info"
+	DefaultLogFormat      = "text"
+	DefaultMaxReplayBody  = 1 << 20 // 1 MiB
+	DefaultProxyTimeout   = 60 * time.Second
+	DefaultRefreshTimeout = 30 * time.Second
+	DefaultLeaseTTL       = 30 * time.Second
+)
+
+// Config is tokenbroker's configuration. Relative paths are relative to the
+// working directory.
+type Config struct {
+	// Listen is the HTTP listen address, host:port. Default 127.0.0.1:8080.
+	Listen string
+	// Database is "sqlite:<path>" or a "postgres://" URL. Default
+	// "sqlite:<DataDir>/tokenbroker.db".
+	Database string
+	// DataDir holds the SQLite database and the key file by default.
+	// Default ./tokenbroker-data.
+	DataDir string
+	// EncryptionKeysFile is the seal key file. Default <DataDir>/keys.
+	EncryptionKeysFile string
+	// PublicURL is the base URL users' browsers reach tokenbroker at, for
+	// connect-flow callbacks. Default http://<Listen>, without a trailing
+	// slash.
+	PublicURL string
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string
+	// LogFormat is text or json. Default text.
+	LogFormat string
+	// Providers are the active providers.
+	Providers []ProviderConfig
+	Proxy     ProxyConfig
+	Refresh   RefreshConfig
+}
+
+// ProxyConfig tunes the API proxy.
+type ProxyConfig struct {
+	// MaxReplayBody is the largest request body the proxy buffers so it can
+	// replay the request once after a refresh. YAML takes bytes or a size
+	// with KiB, MiB or GiB. Default 1 MiB.
+	MaxReplayBody int64
+	// Timeout bounds one proxied call. Default 60s.
+	Timeout time.Duration
+}
+
+// RefreshConfig tunes refreshing.
+type RefreshConfig struct {
+	// Timeout bounds one call to a token endpoint. Default 30s.
+	Timeout time.Duration
+	// LeaseTTL is how long a replica holds a connection's refresh lease
+	// before renewing it. Default 30s.
+	LeaseTTL time.Duration
+}
+
+// ProviderConfig is one providers: entry. Name is required; every other
+// field is optional and, when set, overrides the inherited profile's.
+// Durations are Go duration strings ("90s", "5m", "720h"); [Config.Validate]
+// parses them.
+type ProviderConfig struct {
+	Name string `yaml:"name"`
+	// Profile names the built-in profile to inherit. Empty: the built-in
+	// called Name, if there is one; otherwise nothing is inherited.
+	Profile string `yaml:"profile,omitempty"`
+	// Vars fill the {placeholders} of a template profile's URLs
+	// (zendesk: subdomain).
+	Vars map[string]string `yaml:"vars,omitempty"`
+
+	DisplayName      string `yaml:"display_name,omitempty"`
+	Issuer           string `yaml:"issuer,omitempty"`
+	TokenURL         string `yaml:"token_url,omitempty"`
+	AuthorizeURL     string `yaml:"authorize_url,omitempty"`
+	IntrospectionURL string `yaml:"introspection_url,omitempty"`
+	RevocationURL    string `yaml:"revocation_url,omitempty"`
+	APIBaseURL       string `yaml:"api_base_url,omitempty"`
+
+	ClientID         string `yaml:"client_id,omitempty"`
+	ClientSecretEnv  string `yaml:"client_secret_env,omitempty"`
+	ClientSecretFile string `yaml:"client_secret_file,omitempty"`
+	AuthStyle        string `yaml:"auth_style,omitempty"`
+
+	// Scopes are added to the inherited profile's. Built-ins list only the
+	// scopes a refresh token depends on (offline_access and the like), which
+	// no deployment of a token broker wants to lose.
+	Scopes []string `yaml:"scopes,omitempty"`
+	// AuthParams are merged over the inherited profile's; a parameter set to
+	// "" is removed.
+	AuthParams map[string]string `yaml:"auth_params,omitempty"`
+
+	RefreshWindow string `yaml:"refresh_window,omitempty"`
+	// RefreshOn replaces the inherited list when set; [] means never.
+	RefreshOn            []int  `yaml:"refresh_on,omitempty"`
+	DefaultExpiresIn     string `yaml:"default_expires_in,omitempty"`
+	RefreshTokenLifetime string `yaml:"refresh_token_lifetime,omitempty"`
+	RefreshIdleTimeout   string `yaml:"refresh_idle_timeout,omitempty"`
+	Rotation             string `yaml:"rotation,omitempty"`
+	RotationGrace        string `yaml:"rotation_grace,omitempty"`
+
+	TokenRateLimit float64 `yaml:"token_rate_limit,omitempty"`
+	TokenRateBurst int     `yaml:"token_rate_burst,omitempty"`
+}
+
+// fileConfig is the YAML form of Config. Durations and sizes are strings so
+// a bad one is reported by field name rather than by yaml's type error.
+type fileConfig struct {
+	Listen             string           `yaml:"listen"`
+	Database           string           `yaml:"database"`
+	DataDir            string           `yaml:"data_dir"`
+	EncryptionKeysFile string           `yaml:"encryption_keys_file"`
+	PublicURL          string           `yaml:"public_url"`
+	LogLevel           string           `yaml:"log_level"`
+	LogFormat          string           `yaml:"log_format"`
+	Providers          []ProviderConfig `yaml:"providers"`
+	Proxy              fileProxy        `yaml:"proxy"`
+	Refresh            fileRefresh      `yaml:"refresh"`
+}
+
+type fileProxy struct {
+	MaxReplayBody string `yaml:"max_replay_body"`
+	Timeout       string `yaml:"timeout"`
+}
+
+type fileRefresh struct {
+	Timeout  string `yaml:"timeout"`
+	LeaseTTL string `yaml:"lease_ttl"`
+}
+
+// fieldError is a problem with one configuration value, named by its path.
+type fieldError struct {
+	file    string // set by Load
+	path    string // "providers[1].refresh_window"
+	problem string
+	err     error
+}
+
+func (e *fieldError) Error() string {
+	msg := "config: "
+	if e.file != "" {
+		msg += e.file + ": "
+	}
+	return msg + e.path + ": " + e.problem
+}
+func (e *fieldError) Unwrap() error { return e.err }
+
+// Load reads the configuration file at path and applies defaults
+// ([Config.SetDefaults]). An empty path means no file: defaults only. Load
+// rejects unknown fields, more than one YAML document, and durations or
+// sizes it cannot parse; it does not check the values further: call
+// [Config.Validate] before use.
+func Load(path string) (*Config, error) {
+	c := &Config{}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := c.decode(path, data); err != nil {
+			return nil, err
+		}
+	}
+	c.SetDefaults()
+	return c, nil
+}
+
+func (c *Config) decode(file string, data []byte) error {
+	var f fileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil // an empty file: defaults only
+		}
+		return fmt.Errorf("config: %s: %w", file, yamlError(err))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config: %s: more than one YAML document", file)
+	}
+
+	*c = Config{
+		Listen:             f.Listen,
+		Database:           f.Database,
+		DataDir:            f.DataDir,
+		EncryptionKeysFile: f.EncryptionKeysFile,
+		PublicURL:          f.PublicURL,
+		LogLevel:           f.LogLevel,
+		LogFormat:          f.LogFormat,
+		Providers:          f.Providers,
+	}
+	var errs []error
+	parseDur := func(path, s string, dst *time.Duration) {
+		if s == "" {
+			return
+		}
+		d, err := parseDuration(s)
+		if err != nil {
+			errs = append(errs, &fieldError{file: file, path: path, problem: err.Error()})
+			return
+		}
+		*dst = d
+	}
+	parseDur("proxy.timeout", f.Proxy.Timeout, &c.Proxy.Timeout)
+	parseDur("refresh.timeout", f.Refresh.Timeout, &c.Refresh.Timeout)
+	parseDur("refresh.lease_ttl", f.Refresh.LeaseTTL, &c.Refresh.LeaseTTL)
+	if f.Proxy.MaxReplayBody != "" {
+		n, err := parseSize(f.Proxy.MaxReplayBody)
+		if err != nil {
+			errs = append(errs, &fieldError{file: file, path: "proxy.max_replay_body", problem: err.Error()})
+		}
+		c.Proxy.MaxReplayBody = n
+	}
+	return errors.Join(errs...)
+}
+
+var unknownFieldRE = regexp.MustCompile(`^line (\d+): field (\S+) not found in type (\S+)$`)
+
+// yamlError rewords yaml's unknown-field messages, which name Go types, in
+// the file's terms.
+func yamlError(err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	msgs := make([]string, 0, len(te.Errors))
+	for _, m := range te.Errors {
+		sub := unknownFieldRE.FindStringSubmatch(m)
+		if sub == nil {
+			msgs = append(msgs, m)
+			continue
+		}
+		where := map[string]string{
+			"config.ProviderConfig": " in providers",
+			"config.fileProxy":      " in proxy",
+			"config.fileRefresh":    " in refresh",
+		}[sub[3]]
+		msg := fmt.Sprintf("line %s: unknown field %q%s", sub[1], sub[2], where)
+		if strings.Contains(sub[2], "secret") {
+			msg += "; secrets are never written in the file: use client_secret_env or client_secret_file"
+		}
+		msgs = append(msgs, msg)
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (write it like \"90s\", \"5m\" or \"720h\")", s)
+	}
+	return d, nil
+}
+
+// parseSize parses a byte count: digits, optionally followed by KiB, MiB or
+// GiB.
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (write bytes, or a whole number of KiB, MiB or GiB)", s)
+	}
+	return n * mult, nil
+}
+
+// SetDefaults fills every empty field with its default. Database and
+// EncryptionKeysFile default to paths inside DataDir, PublicURL to an http
+// URL for Listen. A trailing slash is removed from PublicURL.
+func (c *Config) SetDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.Database == "" {
+		c.Database = "sqlite:" + inDir(c.DataDir, "tokenbroker.db")
+	}
+	if c.EncryptionKeysFile == "" {
+		c.EncryptionKeysFile = inDir(c.DataDir, "keys")
+	}
+	if c.PublicURL == "" {
+		if host, port, err := net.SplitHostPort(c.Listen); err == nil {
+			if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+				host = "localhost"
+			}
+			c.PublicURL = "http://" + net.JoinHostPort(host, port)
+		}
+	}
+	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
+	if c.LogLevel == "" {
+		c.LogLevel = DefaultLogLevel
+	}
+	if c.LogFormat == "" {
+		c.LogFormat = DefaultLogFormat
+	}
+	if c.Proxy.MaxReplayBody == 0 {
+		c.Proxy.MaxReplayBody = DefaultMaxReplayBody
+	}
+	if c.Proxy.Timeout == 0 {
+		c.Proxy.Timeout = DefaultProxyTimeout
+	}
+	if c.Refresh.Timeout == 0 {
+		c.Refresh.Timeout = DefaultRefreshTimeout
+	}
+	if c.Refresh.LeaseTTL == 0 {
+		c.Refresh.LeaseTTL = DefaultLeaseTTL
+	}
+}
+
+// inDir joins dir and name keeping dir as written ("./data" stays
+// "./data/keys", where filepath.Join would drop the "./").
+func inDir(dir, name string) string {
+	if strings.HasSuffix(dir, "/") || strings.HasSuffix(dir, string(os.PathSeparator)) {
+		return dir + name
+	}
+	return dir + string(os.PathSeparator) + name
+}
+
+// Validate checks every value, including each provider's merged profile and
+// that its client secret can be read, and returns every problem found,
+// joined; each message names the field's path in the file. Call it after
+// [Load] (or [Config.SetDefaults] for a Config built in code).
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, &fieldError{path: path, problem: fmt.Sprintf(format, args...)})
+	}
+
+	listenOK := true
+	if host, port, err := net.SplitHostPort(c.Listen); err != nil || !validPort(port) || strings.ContainsAny(host, " /") {
+		bad("listen", "%q is not host:port (like 127.0.0.1:8080 or :8080)", c.Listen)
+		listenOK = false
+	}
+	if _, _, err := c.DatabaseDSN(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "required")
+	}
+	if c.EncryptionKeysFile == "" {
+		bad("encryption_keys_file", "required")
+	}
+	switch {
+	case c.PublicURL != "":
+		if problem := checkPublicURL(c.PublicURL); problem != "" {
+			bad("public_url", "%s", problem)
+		}
+	case listenOK:
+		bad("public_url", "required")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
+		bad("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
+	}
+	if !slices.Contains([]string{"text", "json"}, c.LogFormat) {
+		bad("log_format", "%q is not one of text, json", c.LogFormat)
+	}
+	if c.Proxy.MaxReplayBody < 0 {
+		bad("proxy.max_replay_body", "must not be negative")
+	}
+	for _, d := range []struct {
+		path  string
+		value time.Duration
+	}{
+		{"proxy.timeout", c.Proxy.Timeout},
+		{"refresh.timeout", c.Refresh.Timeout},
+		{"refresh.lease_ttl", c.Refresh.LeaseTTL},
+	} {
+		if d.value <= 0 {
+			bad(d.path, "must be positive, got %s", d.value)
+		}
+	}
+
+	_, perr := c.profiles()
+	errs = append(errs, perr...)
+	return errors.Join(errs...)
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+// checkPublicURL returns what is wrong with the public URL, or "".
+func checkPublicURL(raw string) string {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil || !u.IsAbs() || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https"):
+		return "must be an absolute http or https URL"
+	case u.User != nil:
+		return "must not contain credentials"
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return "must not have a query or fragment"
+	}
+	return ""
+}
+
+// Catalog builds the provider catalog: each providers: entry merged over
+// the built-in profile it inherits, with its client secret read from the
+// environment or its file. Built-ins not listed in the configuration are not
+// in the catalog.
+func (c *Config) Catalog() (*provider.Catalog, error) {
+	profiles, errs := c.profiles()
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	cat, err := provider.NewCatalog(profiles)
+	if err != nil {
+		// profiles validated each one already; this is a safety net.
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return cat, nil
+}
+
+// profiles merges, validates and resolves the secret of every provider
+// entry.
+func (c *Config) profiles() ([]provider.Profile, []error) {
+	builtins := provider.Builtins()
+	var (
+		out  []provider.Profile
+		errs []error
+		seen = map[string]int{}
+	)
+	for i, pc := range c.Providers {
+		at := func(field string) string { return fmt.Sprintf("providers[%d].%s", i, field) }
+		bad := func(field, format string, args ...any) {
+			errs = append(errs, &fieldError{path: at(field), problem: fmt.Sprintf(format, args...)})
+		}
+		if pc.Name != "" {
+			if j, dup := seen[pc.Name]; dup {
+				bad("name", "%q is already used by providers[%d]", pc.Name, j)
+				continue
+			}
+			seen[pc.Name] = i
+		}
+		// Problems local to the entry (a bad duration, an unknown profile)
+		// do not stop the checks of the rest of it: report everything.
+		p, perrs := pc.merge(builtins)
+		for _, e := range perrs {
+			bad(e.path, "%s", e.problem)
+		}
+		var err error
+		if p, err = p.Expand(pc.Vars); err == nil {
+			err = p.Validate()
+		}
+		if err == nil {
+			p, err = p.ResolveSecret(nil)
+		}
+		if err != nil {
+			errs = append(errs, reindex(i, err)...)
+			continue
+		}
+		if len(perrs) == 0 {
+			out = append(out, p)
+		}
+	}
+	return out, errs
+}
+
+// reindex turns the provider package's "providers[name].field" errors into
+// "providers[i].field" ones, matching the file's structure even when the
+// name is missing or wrong.
+func reindex(i int, err error) []error {
+	var out []error
+	for _, e := range flatten(err) {
+		var fe *provider.FieldError
+		if errors.As(e, &fe) {
+			out = append(out, &fieldError{path: fmt.Sprintf("providers[%d].%s", i, fe.Field), problem: fe.Problem, err: fe.Err})
+		} else {
+			out = append(out, fmt.Errorf("config: providers[%d]: %w", i, e))
+		}
+	}
+	return out
+}
+
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// merge builds the entry's profile: the inherited built-in (if any) with the
+// entry's fields laid over it. It reports the problems that
+// [provider.Profile.Validate] cannot see (an unknown profile, a duration
+// that does not parse) with paths relative to the entry.
+func (pc ProviderConfig) merge(builtins map[string]provider.Profile) (provider.Profile, []*fieldError) {
+	var errs []*fieldError
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &fieldError{path: field, problem: fmt.Sprintf(format, args...)})
+	}
+	var p provider.Profile
+	switch base, ok := builtins[pc.Profile]; {
+	case pc.Profile != "" && !ok:
+		bad("profile", "unknown profile %q (built-ins: %s)", pc.Profile, strings.Join(slices.Sorted(maps.Keys(builtins)), ", "))
+	case pc.Profile != "":
+		p = base
+	default:
+		p = builtins[pc.Name] // zero Profile for a custom provider
+	}
+	p.Name = pc.Name
+
+	setStr := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	setStr(&p.DisplayName, pc.DisplayName)
+	setStr(&p.Issuer, pc.Issuer)
+	setStr(&p.TokenURL, pc.TokenURL)
+	setStr(&p.AuthorizeURL, pc.AuthorizeURL)
+	setStr(&p.IntrospectionURL, pc.IntrospectionURL)
+	setStr(&p.RevocationURL, pc.RevocationURL)
+	setStr(&p.APIBaseURL, pc.APIBaseURL)
+	setStr(&p.ClientID, pc.ClientID)
+	if pc.ClientSecretEnv != "" || pc.ClientSecretFile != "" {
+		p.ClientSecretEnv, p.ClientSecretFile = pc.ClientSecretEnv, pc.ClientSecretFile
+	}
+	setStr(&p.AuthStyle, pc.AuthStyle)
+	setStr(&p.Rotation, pc.Rotation)
+
+	for _, s := range pc.Scopes {
+		if !slices.Contains(p.Scopes, s) {
+			p.Scopes = append(p.Scopes, s)
+		}
+	}
+	if len(pc.AuthParams) > 0 && p.AuthParams == nil {
+		p.AuthParams = map[string]string{}
+	}
+	for k, v := range pc.AuthParams {
+		if v == "" {
+			delete(p.AuthParams, k)
+		} else {
+			p.AuthParams[k] = v
+		}
+	}
+	if pc.RefreshOn != nil {
+		p.RefreshOn = slices.Clone(pc.RefreshOn)
+	}
+
+	for _, d := range []struct {
+		field string
+		value string
+		dst   *time.Duration
+	}{
+		{"refresh_window", pc.RefreshWindow, &p.RefreshWindow},
+		{"default_expires_in", pc.DefaultExpiresIn, &p.DefaultExpiresIn},
+		{"refresh_token_lifetime", pc.RefreshTokenLifetime, &p.RefreshTokenLifetime},
+		{"refresh_idle_timeout", pc.RefreshIdleTimeout, &p.RefreshIdleTimeout},
+		{"rotation_grace", pc.RotationGrace, &p.RotationGrace},
+	} {
+		if d.value == "" {
+			continue
+		}
+		v, err := parseDuration(d.value)
+		if err != nil {
+			bad(d.field, "%s", err)
+			continue
+		}
+		*d.dst = v
+	}
+	if pc.TokenRateLimit != 0 {
+		p.TokenRateLimit = pc.TokenRateLimit
+	}
+	if pc.TokenRateBurst != 0 {
+		p.TokenRateBurst = pc.TokenRateBurst
+	}
+	return p, errs
+}
+
+// DatabaseDSN splits Database into a driver name and the string that
+// driver opens: ("sqlite", "./tokenbroker-data/tokenbroker.db") for
+// "sqlite:./tokenbroker-data/tokenbroker.db" ("sqlite:///abs/path" gives
+// "/abs/path"), and ("postgres", the whole URL) for postgres:// and
+// postgresql:// URLs. Errors never repeat the URL, which may hold a
+// password.
+func (c *Config) DatabaseDSN() (driver, dsn string, err error) {
+	bad := func(format string, args ...any) (string, string, error) {
+		return "", "", &fieldError{path: "database", problem: fmt.Sprintf(format, args...)}
+	}
+	db := c.Database
+	scheme, rest, ok := strings.Cut(db, ":")
+	switch {
+	case db == "":
+		return bad("required")
+	case !ok:
+		return bad("no scheme (want sqlite:<path> or postgres://…)")
+	case scheme == "sqlite":
+		path := strings.TrimPrefix(rest, "//")
+		if path == "" {
+			return bad("sqlite: needs a file path (sqlite:./tokenbroker-data/tokenbroker.db)")
+		}
+		return "sqlite", path, nil
+	case scheme == "postgres" || scheme == "postgresql":
+		if _, err := url.Parse(db); err != nil || !strings.HasPrefix(rest, "//") {
+			return bad("not a valid %s:// URL", scheme)
+		}
+		return "postgres", db, nil
+	default:
+		if !validScheme(scheme) {
+			return bad("no scheme (want sqlite:<path> or postgres://…)")
+		}
+		return bad("unknown scheme %q (want sqlite:<path> or postgres://…)", scheme)
+	}
+}
+
+var schemeRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*$`)
+
+func validScheme(s string) bool { return schemeRE.MatchString(s) }
+
+// LogValue implements [slog.LogValuer]: the settings worth logging at
+// start-up, with any database password redacted.
+func (c *Config) LogValue() slog.Value {
+	db := "<redacted>"
+	switch driver, dsn, err := c.DatabaseDSN(); {
+	case err != nil:
+	case driver == "sqlite":
+		db = "sqlite:" + dsn
+	default:
+		if u, err := url.Parse(dsn); err == nil {
+			// pgx also takes the password as a query parameter.
+			if q := u.Query(); q.Has("password") {
+				q.Set("password", "xxxxx")
+				u.RawQuery = q.Encode()
+			}
+			db = u.Redacted()
+		}
+	}
+	names := make([]string, 0, len(c.Providers))
+	for _, p := range c.Providers {
+		names = append(names, p.Name)
+	}
+	return slog.GroupValue(
+		slog.String("listen", c.Listen),
+		slog.String("database", db),
+		slog.String("data_dir", c.DataDir),
+		slog.String("encryption_keys_file", c.EncryptionKeysFile),
+		slog.String("public_url", c.PublicURL),
+		slog.Any("providers", names),
+	)
+}

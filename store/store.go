@@ -1,0 +1,190 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Sentinel errors returned by every backend, matched with [errors.Is].
+var (
+	// ErrNotFound: no connection (or key) with that id.
+	ErrNotFound = errors.New("store: not found")
+	// ErrAlreadyExists: a connection (or key) with that id exists.
+	ErrAlreadyExists = errors.New("store: already exists")
+	// ErrConflict: a compare-and-swap lost: the row's version changed
+	// since it was read.
+	ErrConflict = errors.New("store: version conflict")
+	// ErrLeaseHeld: another owner holds a live lease on the connection.
+	ErrLeaseHeld = errors.New("store: lease held by another owner")
+	// ErrUnavailable: the database could not be reached; nothing was
+	// written. Callers answer 503 and try later.
+	ErrUnavailable = errors.New("store: database unavailable")
+)
+
+// Status is a connection's lifecycle state. Refreshing is not a status: the
+// lease is.
+type Status string
+
+const (
+	StatusActive      Status = "active"
+	StatusNeedsReauth Status = "needs_reauth"
+	StatusRevoked     Status = "revoked"
+)
+
+// Valid reports whether s is a known status.
+func (s Status) Valid() bool {
+	switch s {
+	case StatusActive, StatusNeedsReauth, StatusRevoked:
+		return true
+	}
+	return false
+}
+
+// Failure records why the last refresh failed.
+type Failure struct {
+	// Code is the sanitized error code callers may see ("invalid_grant",
+	// "http_503", "network").
+	Code string `json:"code"`
+	// Message is the provider's own text, for admins only.
+	Message string `json:"message,omitempty"`
+	// Attempts counts consecutive failures since the last success.
+	Attempts int `json:"attempts"`
+	// FirstAt is when the current run of failures began.
+	FirstAt time.Time `json:"first_at"`
+	// NextAttemptAt is when the provider may be called again; until then
+	// on-demand requests answer at once without calling it.
+	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
+}
+
+// Connection is one stored OAuth grant. AccessToken and RefreshToken hold
+// sealed (encrypted) bytes; the store treats them as opaque.
+type Connection struct {
+	ID       string
+	Provider string
+	Status   Status
+
+	AccessToken  []byte // sealed; never plaintext
+	RefreshToken []byte // sealed; nil when the grant has no refresh token
+	TokenType    string
+	Scope        string
+
+	// ExpiresAt is the access token's expiry; zero only when unknown and no
+	// default applies.
+	ExpiresAt time.Time
+	// ExpiryDefaulted: ExpiresAt came from a default lifetime, not the
+	// provider; the broker may learn the real one by introspection once.
+	ExpiryDefaulted bool
+	// RefreshExpiresAt is the refresh token's own expiry; zero if unknown.
+	RefreshExpiresAt time.Time
+	// RefreshHardExpiresAt is an absolute limit on the refresh chain.
+	RefreshHardExpiresAt time.Time
+
+	LastRefreshAt time.Time
+	LastUsedAt    time.Time
+	Failure       *Failure // nil when healthy
+	Metadata      json.RawMessage
+
+	// Version is bumped by the store on every write. Update compares it.
+	// The lease methods do not bump it: renewing a lease while a refresh
+	// runs must not make that refresh's own compare-and-swap fail.
+	Version int64
+
+	// LeaseOwner and LeaseUntil describe the refresh lease; empty/zero when
+	// free. Only the lease methods change them.
+	LeaseOwner string
+	LeaseUntil time.Time
+
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// ListOptions filters and pages [Store.ListConnections].
+type ListOptions struct {
+	Provider string // "" for all
+	Status   Status // "" for all
+	// After is the id to start after (keyset pagination, ids ascending).
+	After string
+	// Limit caps the page; the store applies its own maximum and a default
+	// when zero.
+	Limit int
+}
+
+// Page sizes every backend applies to [ListOptions.Limit]: zero means
+// DefaultListLimit, more than MaxListLimit means MaxListLimit, negative is
+// an error.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 500
+)
+
+// Page is one page of connections. NextAfter is "" on the last page.
+type Page struct {
+	Connections []Connection
+	NextAfter   string
+}
+
+// APIKey is a stored API key. Only the hash of the secret is kept.
+type APIKey struct {
+	ID        string
+	Name      string
+	Scope     string // "admin" or "tokens"
+	Hash      []byte // SHA-256 of the secret
+	CreatedAt time.Time
+	RevokedAt time.Time // zero while the key is usable
+}
+
+// Store keeps connections and API keys. Every method takes a context first
+// and is safe for concurrent use, across goroutines and, for backends that
+// allow it, across processes.
+type Store interface {
+	// CreateConnection stores c with Version 1 and CreatedAt/UpdatedAt set
+	// by the store. Returns ErrAlreadyExists if the id is taken.
+	CreateConnection(ctx context.Context, c Connection) (Connection, error)
+	// GetConnection returns ErrNotFound if there is no such id.
+	GetConnection(ctx context.Context, id string) (Connection, error)
+	// UpdateConnection reads the row, calls update with it, and writes the
+	// result only if the row's version is still the one read, bumping it.
+	// update may return an error to abort without writing. A lost race
+	// returns ErrConflict (the caller re-reads and decides); ErrNotFound if
+	// the row is gone. Lease fields are not changed by UpdateConnection.
+	// update runs with no lock or transaction held, so it may call the
+	// store itself.
+	UpdateConnection(ctx context.Context, id string, update func(old Connection) (Connection, error)) (Connection, error)
+	// CompareAndSwap writes c if the stored version equals c.Version, and
+	// returns the stored row with the bumped version. Returns ErrConflict
+	// when the version moved on, ErrNotFound when the row is gone. Lease
+	// fields are not changed.
+	CompareAndSwap(ctx context.Context, c Connection) (Connection, error)
+	// DeleteConnection returns ErrNotFound if there is no such id.
+	DeleteConnection(ctx context.Context, id string) error
+	// ListConnections returns a page of connections ordered by id.
+	ListConnections(ctx context.Context, opts ListOptions) (Page, error)
+
+	// AcquireLease takes the refresh lease for owner until now+ttl if it is
+	// free, expired, or already owner's (then it is extended). Returns the
+	// row as of taking it, or ErrLeaseHeld (with the current row, so the
+	// caller can see the holder's expiry) when someone else holds it.
+	// Returns ErrNotFound if there is no such id.
+	AcquireLease(ctx context.Context, id, owner string, ttl time.Duration) (Connection, error)
+	// ReleaseLease frees the lease if owner holds it; a no-op otherwise,
+	// also when there is no such id.
+	ReleaseLease(ctx context.Context, id, owner string) error
+
+	// CreateAPIKey stores k; a zero CreatedAt is set to the store's now.
+	// Returns ErrAlreadyExists if the id or the hash is taken.
+	CreateAPIKey(ctx context.Context, k APIKey) error
+	// GetAPIKeyByHash returns ErrNotFound for unknown or revoked keys.
+	GetAPIKeyByHash(ctx context.Context, hash []byte) (APIKey, error)
+	ListAPIKeys(ctx context.Context) ([]APIKey, error)
+	// RevokeAPIKey returns ErrNotFound if there is no such id. Revoking a
+	// revoked key keeps its first RevokedAt.
+	RevokeAPIKey(ctx context.Context, id string) error
+	// CountAPIKeys counts keys that are not revoked.
+	CountAPIKeys(ctx context.Context) (int, error)
+
+	// Ping checks that the database answers.
+	Ping(ctx context.Context) error
+	Close() error
+}

@@ -1,0 +1,224 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/store"
+)
+
+// Sealer encrypts token values for the store. *seal.KeyRing satisfies it.
+type Sealer interface {
+	Seal(plaintext, aad []byte) ([]byte, error)
+	Open(sealed, aad []byte) ([]byte, error)
+}
+
+// TokenEndpoint is the part of a provider's authorization server the broker
+// calls. *oauth.Endpoint satisfies it.
+type TokenEndpoint interface {
+	Refresh(ctx context.Context, refreshToken string) (*oauth.Token, error)
+	Introspect(ctx context.Context, token, hint string) (*oauth.Introspection, error)
+	Revoke(ctx context.Context, token, hint string) error
+}
+
+// Provider is the policy and the endpoint the broker uses for one provider.
+type Provider struct {
+	Name     string
+	Endpoint TokenEndpoint
+	// RefreshWindow: a token expiring within this long is refreshed before
+	// it is handed out. Default 5 minutes.
+	RefreshWindow time.Duration
+	// DefaultExpiresIn applies to imported tokens given no expiry; refresh
+	// answers get it from the endpoint's own configuration.
+	DefaultExpiresIn time.Duration
+	// RefreshTokenLifetime is the refresh token's lifetime when the
+	// provider documents one but does not send it.
+	RefreshTokenLifetime time.Duration
+	// CanIntrospect and CanRevoke say whether the provider has those
+	// endpoints, so the broker does not call ones it knows are missing.
+	CanIntrospect bool
+	CanRevoke     bool
+}
+
+// Options configures a [Broker]. Store, Sealer and Providers are required.
+type Options struct {
+	Store     store.Store
+	Sealer    Sealer
+	Providers map[string]Provider
+	// Owner names this process in leases; default a random id. Each replica
+	// must have its own.
+	Owner string
+	// RefreshTimeout bounds one provider call. Default 30s.
+	RefreshTimeout time.Duration
+	// LeaseTTL is how long a lease holds without renewal; a replica that
+	// dies holding one blocks the connection at most this long. Default 30s.
+	LeaseTTL time.Duration
+	// Backoff spaces out attempts after transient failures. Default base
+	// 30s, cap 1h.
+	Backoff oauth.Backoff
+	Now     func() time.Time
+	Rand    func() float64
+	Logger  *slog.Logger
+	// Events receives lifecycle events (refresh failed, reauth required,
+	// recovered, created, deleted); nil drops them.
+	Events EventSink
+}
+
+// EventSink receives connection lifecycle events. Implementations must not
+// block for long: they run on the refresh path.
+type EventSink interface {
+	Emit(ctx context.Context, e Event)
+}
+
+// Event is a lifecycle change of one connection. It carries codes, never
+// tokens.
+type Event struct {
+	Type         string // connection.created, .deleted, .refresh_failed, .reauth_required, .recovered
+	ConnectionID string
+	Provider     string
+	Code         string // failure code, when there is one
+	At           time.Time
+}
+
+// Event types.
+const (
+	EventCreated        = "connection.created"
+	EventDeleted        = "connection.deleted"
+	EventRefreshFailed  = "connection.refresh_failed"
+	EventReauthRequired = "connection.reauth_required"
+	EventRecovered      = "connection.recovered"
+)
+
+// Broker is the service core. It is safe for concurrent use.
+type Broker struct {
+	store     store.Store
+	sealer    Sealer
+	providers map[string]Provider
+	owner     string
+	timeout   time.Duration
+	leaseTTL  time.Duration
+	backoff   oauth.Backoff
+	now       func() time.Time
+	rand      func() float64
+	log       *slog.Logger
+	events    EventSink
+
+	flights singleflight.Group
+
+	// unsaved holds tokens the provider issued that could not be saved yet
+	// (the store was unreachable). They are saved before the provider is
+	// called again for that connection, since at a rotating provider the
+	// refresh token they replace is already spent.
+	unsavedMu sync.Mutex
+	unsaved   map[string]*oauth.Token
+}
+
+// New returns a Broker.
+func New(opts Options) (*Broker, error) {
+	if opts.Store == nil {
+		return nil, errors.New("broker: Options.Store is required")
+	}
+	if opts.Sealer == nil {
+		return nil, errors.New("broker: Options.Sealer is required")
+	}
+	b := &Broker{
+		store:     opts.Store,
+		sealer:    opts.Sealer,
+		providers: make(map[string]Provider, len(opts.Providers)),
+		owner:     opts.Owner,
+		timeout:   opts.RefreshTimeout,
+		leaseTTL:  opts.LeaseTTL,
+		backoff:   opts.Backoff,
+		now:       opts.Now,
+		rand:      opts.Rand,
+		log:       opts.Logger,
+		events:    opts.Events,
+		unsaved:   make(map[string]*oauth.Token),
+	}
+	for name, p := range opts.Providers {
+		if p.Endpoint == nil {
+			return nil, fmt.Errorf("broker: provider %q has no endpoint", name)
+		}
+		if p.Name == "" {
+			p.Name = name
+		}
+		if p.RefreshWindow <= 0 {
+			p.RefreshWindow = 5 * time.Minute
+		}
+		b.providers[name] = p
+	}
+	if b.owner == "" {
+		var buf [8]byte
+		_, _ = rand.Read(buf[:])
+		b.owner = "tb-" + hex.EncodeToString(buf[:])
+	}
+	if b.timeout <= 0 {
+		b.timeout = 30 * time.Second
+	}
+	if b.leaseTTL <= 0 {
+		b.leaseTTL = 30 * time.Second
+	}
+	if b.backoff.Base <= 0 {
+		b.backoff.Base = 30 * time.Second
+	}
+	if b.backoff.Max <= 0 {
+		b.backoff.Max = time.Hour
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	if b.rand == nil {
+		b.rand = defaultRand
+	}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	return b, nil
+}
+
+// Owner is the name this broker takes leases under.
+func (b *Broker) Owner() string { return b.owner }
+
+// Provider returns the named provider's policy.
+func (b *Broker) Provider(name string) (Provider, bool) {
+	p, ok := b.providers[name]
+	return p, ok
+}
+
+func (b *Broker) emit(ctx context.Context, typ string, c *store.Connection, code string) {
+	if b.events == nil {
+		return
+	}
+	b.events.Emit(ctx, Event{Type: typ, ConnectionID: c.ID, Provider: c.Provider, Code: code, At: b.now()})
+}
+
+// aad binds a sealed value to its connection and field, so a ciphertext
+// copied into another row (or the other field) does not open.
+func aad(id, field string) []byte { return []byte("conn:" + id + ":" + field) }
+
+func (b *Broker) seal(id, field, value string) ([]byte, error) {
+	if value == "" {
+		return nil, nil
+	}
+	return b.sealer.Seal([]byte(value), aad(id, field))
+}
+
+func (b *Broker) open(id, field string, sealed []byte) (string, error) {
+	if len(sealed) == 0 {
+		return "", nil
+	}
+	p, err := b.sealer.Open(sealed, aad(id, field))
+	if err != nil {
+		return "", fmt.Errorf("broker: connection %q: cannot decrypt %s token: %w", id, field, err)
+	}
+	return string(p), nil
+}

@@ -1,0 +1,247 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"regexp"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/store"
+)
+
+func defaultRand() float64 { return rand.Float64() }
+
+// ValidationError says which field of a request was wrong. Nothing is
+// stored when one is returned.
+type ValidationError struct {
+	Field   string
+	Problem string
+}
+
+func (e *ValidationError) Error() string { return "broker: " + e.Field + ": " + e.Problem }
+
+// ErrNotFound is returned for an unknown connection id.
+var ErrNotFound = store.ErrNotFound
+
+// ErrAlreadyExists is returned when importing an id that is taken.
+var ErrAlreadyExists = store.ErrAlreadyExists
+
+// maxTokenLen bounds imported token values: real ones are at most a few KiB
+// (JWTs with many claims); anything larger is a mistake or an attack.
+const maxTokenLen = 16 << 10
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:@-]{0,199}$`)
+
+// ValidID reports whether id is acceptable as a connection id: 1-200
+// characters of letters, digits and . _ : @ -, starting with a letter or
+// digit, so ids are safe in URLs and logs.
+func ValidID(id string) bool { return idPattern.MatchString(id) }
+
+// Import is a connection obtained elsewhere, handed to the broker.
+type Import struct {
+	ID           string
+	Provider     string
+	AccessToken  string
+	RefreshToken string
+	TokenType    string
+	Scope        string
+	// ExpiresIn or ExpiresAt give the access token's expiry; neither means
+	// the provider's default lifetime applies.
+	ExpiresIn             time.Duration
+	ExpiresAt             time.Time
+	RefreshTokenExpiresAt time.Time
+	Metadata              json.RawMessage
+}
+
+func (b *Broker) validateImport(in *Import) (Provider, error) {
+	if !ValidID(in.ID) {
+		return Provider{}, &ValidationError{"id", "must be 1-200 characters of letters, digits and . _ : @ -, starting with a letter or digit"}
+	}
+	p, ok := b.providers[in.Provider]
+	if in.Provider == "" {
+		return Provider{}, &ValidationError{"provider", "is required"}
+	}
+	if !ok {
+		return Provider{}, &ValidationError{"provider", fmt.Sprintf("unknown provider %q", in.Provider)}
+	}
+	if in.AccessToken == "" {
+		return Provider{}, &ValidationError{"access_token", "is required"}
+	}
+	if len(in.AccessToken) > maxTokenLen {
+		return Provider{}, &ValidationError{"access_token", "is longer than 16 KiB"}
+	}
+	if len(in.RefreshToken) > maxTokenLen {
+		return Provider{}, &ValidationError{"refresh_token", "is longer than 16 KiB"}
+	}
+	if in.ExpiresIn < 0 {
+		return Provider{}, &ValidationError{"expires_in", "must not be negative"}
+	}
+	if in.ExpiresIn > 0 && !in.ExpiresAt.IsZero() {
+		return Provider{}, &ValidationError{"expires_at", "give expires_in or expires_at, not both"}
+	}
+	if len(in.Metadata) > 0 && !json.Valid(in.Metadata) {
+		return Provider{}, &ValidationError{"metadata", "is not valid JSON"}
+	}
+	if len(in.Metadata) > 64<<10 {
+		return Provider{}, &ValidationError{"metadata", "is larger than 64 KiB"}
+	}
+	return p, nil
+}
+
+// CreateConnection stores an imported connection. Returns a
+// *ValidationError for bad input and ErrAlreadyExists when the id is taken;
+// nothing is stored in either case.
+func (b *Broker) CreateConnection(ctx context.Context, in Import) (store.Connection, error) {
+	p, err := b.validateImport(&in)
+	if err != nil {
+		return store.Connection{}, err
+	}
+	now := b.now()
+	c := store.Connection{
+		ID:               in.ID,
+		Provider:         in.Provider,
+		Status:           store.StatusActive,
+		TokenType:        in.TokenType,
+		Scope:            in.Scope,
+		RefreshExpiresAt: in.RefreshTokenExpiresAt,
+		Metadata:         in.Metadata,
+		LastRefreshAt:    time.Time{},
+	}
+	if c.TokenType == "" {
+		c.TokenType = "Bearer"
+	}
+	switch {
+	case in.ExpiresIn > 0:
+		c.ExpiresAt = now.Add(in.ExpiresIn)
+	case !in.ExpiresAt.IsZero():
+		c.ExpiresAt = in.ExpiresAt
+	case p.DefaultExpiresIn > 0:
+		c.ExpiresAt = now.Add(p.DefaultExpiresIn)
+		c.ExpiryDefaulted = true
+	}
+	if c.RefreshExpiresAt.IsZero() && in.RefreshToken != "" && p.RefreshTokenLifetime > 0 {
+		c.RefreshExpiresAt = now.Add(p.RefreshTokenLifetime)
+	}
+	if c.AccessToken, err = b.seal(in.ID, "access", in.AccessToken); err != nil {
+		return store.Connection{}, err
+	}
+	if c.RefreshToken, err = b.seal(in.ID, "refresh", in.RefreshToken); err != nil {
+		return store.Connection{}, err
+	}
+	if c.ExpiryDefaulted && p.CanIntrospect {
+		// Learn the real expiry once, now, rather than on every call.
+		if exp, ok := b.introspectExpiry(ctx, p, in.AccessToken); ok {
+			c.ExpiresAt, c.ExpiryDefaulted = exp, false
+		}
+	}
+	created, err := b.store.CreateConnection(ctx, c)
+	if err != nil {
+		return store.Connection{}, err
+	}
+	b.log.InfoContext(ctx, "connection created", "connection", c.ID, "provider", c.Provider)
+	b.emit(ctx, EventCreated, &created, "")
+	return created, nil
+}
+
+// introspectExpiry asks the provider when an access token expires (RFC
+// 7662). It is called once per token whose lifetime the provider did not
+// state, never on the request path of a valid token.
+func (b *Broker) introspectExpiry(ctx context.Context, p Provider, access string) (time.Time, bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	in, err := p.Endpoint.Introspect(ctx, access, "access_token")
+	if err != nil {
+		b.log.WarnContext(ctx, "introspection failed; keeping the default lifetime", "provider", p.Name, "error", err)
+		return time.Time{}, false
+	}
+	if !in.Active || in.Exp.IsZero() {
+		return time.Time{}, false
+	}
+	return in.Exp, true
+}
+
+// GetConnection returns the stored connection (tokens still sealed).
+func (b *Broker) GetConnection(ctx context.Context, id string) (store.Connection, error) {
+	return b.store.GetConnection(ctx, id)
+}
+
+// ListConnections pages through connections.
+func (b *Broker) ListConnections(ctx context.Context, opts store.ListOptions) (store.Page, error) {
+	if opts.Status != "" && !opts.Status.Valid() {
+		return store.Page{}, &ValidationError{"status", fmt.Sprintf("unknown status %q", opts.Status)}
+	}
+	return b.store.ListConnections(ctx, opts)
+}
+
+// DeleteConnection deletes a connection, first revoking its tokens at the
+// provider where it has a revocation endpoint (RFC 7009). A failed
+// revocation does not stop the delete; it is returned as revokeErr so the
+// caller can report it.
+func (b *Broker) DeleteConnection(ctx context.Context, id string) (revokeErr error, err error) {
+	c, err := b.store.GetConnection(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if p, ok := b.providers[c.Provider]; ok && p.CanRevoke {
+		revokeErr = b.revoke(ctx, p, &c)
+	}
+	if err := b.store.DeleteConnection(ctx, id); err != nil {
+		return revokeErr, err
+	}
+	b.forgetUnsaved(id)
+	b.log.InfoContext(ctx, "connection deleted", "connection", id, "provider", c.Provider)
+	b.emit(ctx, EventDeleted, &c, "")
+	return revokeErr, nil
+}
+
+func (b *Broker) revoke(ctx context.Context, p Provider, c *store.Connection) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	// Revoking the refresh token revokes the grant (RFC 7009 §2.1); the
+	// access token alone where there is no refresh token.
+	token, hint, field := c.RefreshToken, "refresh_token", "refresh"
+	if len(token) == 0 {
+		token, hint, field = c.AccessToken, "access_token", "access"
+	}
+	plain, err := b.open(c.ID, field, token)
+	if err != nil {
+		return err
+	}
+	if err := p.Endpoint.Revoke(ctx, plain, hint); err != nil {
+		b.log.WarnContext(ctx, "revocation failed; deleting locally anyway", "connection", c.ID, "provider", c.Provider, "error", err)
+		return err
+	}
+	return nil
+}
+
+// errFromStatus turns a stored failure into the error callers get without
+// calling the provider.
+func errFromStatus(c *store.Connection, now time.Time) error {
+	switch c.Status {
+	case store.StatusNeedsReauth, store.StatusRevoked:
+		code := string(c.Status)
+		if c.Failure != nil && c.Failure.Code != "" {
+			code = c.Failure.Code
+		}
+		desc := ""
+		if c.Failure != nil {
+			desc = c.Failure.Message
+		}
+		return &oauth.Error{Op: "refresh", Code: code, Description: desc, Kind: oauth.KindTerminal}
+	}
+	if f := c.Failure; f != nil && now.Before(f.NextAttemptAt) {
+		return &oauth.Error{Op: "refresh", Code: f.Code, Description: f.Message, Kind: oauth.KindTransient,
+			RetryAfter: f.NextAttemptAt.Sub(now)}
+	}
+	return nil
+}
+
+// IsValidation reports whether err is a *ValidationError.
+func IsValidation(err error) bool {
+	var v *ValidationError
+	return errors.As(err, &v)
+}

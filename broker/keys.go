@@ -1,0 +1,64 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/tokenbroker/tokenbroker/store"
+)
+
+// Reseal re-encrypts every stored token under the sealer's primary key, so
+// that after a key rotation the old key can be retired. Each row is
+// rewritten with a compare-and-swap; a row that changes meanwhile is re-read
+// and done again. It returns how many rows it rewrote.
+func (b *Broker) Reseal(ctx context.Context) (int, error) {
+	n := 0
+	after := ""
+	for {
+		page, err := b.store.ListConnections(ctx, store.ListOptions{After: after, Limit: 500})
+		if err != nil {
+			return n, err
+		}
+		for _, c := range page.Connections {
+			err := b.resealOne(ctx, c.ID)
+			switch {
+			case err == nil:
+				n++
+			case errors.Is(err, store.ErrNotFound):
+				// Deleted meanwhile: nothing to reseal.
+			default:
+				return n, fmt.Errorf("broker: reseal connection %q: %w", c.ID, err)
+			}
+		}
+		if page.NextAfter == "" {
+			return n, nil
+		}
+		after = page.NextAfter
+	}
+}
+
+func (b *Broker) resealOne(ctx context.Context, id string) error {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		_, err = b.store.UpdateConnection(ctx, id, func(old store.Connection) (store.Connection, error) {
+			for _, f := range []struct {
+				name string
+				val  *[]byte
+			}{{"access", &old.AccessToken}, {"refresh", &old.RefreshToken}} {
+				plain, err := b.open(old.ID, f.name, *f.val)
+				if err != nil {
+					return old, err
+				}
+				if *f.val, err = b.seal(old.ID, f.name, plain); err != nil {
+					return old, err
+				}
+			}
+			return old, nil
+		})
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	}
+	return err
+}

@@ -1,0 +1,372 @@
+package broker
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/store"
+)
+
+// Token is an access token handed to a caller.
+type Token struct {
+	AccessToken string
+	TokenType   string
+	ExpiresAt   time.Time // zero when unknown
+	Scope       string
+}
+
+// GetToken returns a valid access token for the connection, refreshing it
+// first when it is inside the provider's refresh window.
+//
+// Errors: ErrNotFound; an *oauth.Error matching oauth.ErrReauthRequired
+// when a person must reconnect; one matching oauth.ErrTransient (with
+// RetryAfter) when the provider is failing and the token cannot be renewed
+// yet; store.ErrUnavailable when the database cannot be reached.
+func (b *Broker) GetToken(ctx context.Context, id string) (Token, error) {
+	c, err := b.store.GetConnection(ctx, id)
+	if err != nil {
+		return Token{}, err
+	}
+	p, err := b.provider(&c)
+	if err != nil {
+		return Token{}, err
+	}
+	now := b.now()
+	if c.Status == store.StatusActive && usable(&c, now, p.RefreshWindow) {
+		return b.tokenOf(&c)
+	}
+	return b.refresh(ctx, id, nil)
+}
+
+// RefreshConnection refreshes the connection now, unless stale is given and
+// is no longer the connection's access token (someone refreshed meanwhile:
+// that newer token is returned). Concurrent calls share one refresh.
+func (b *Broker) RefreshConnection(ctx context.Context, id string, stale *string) (Token, error) {
+	return b.refresh(ctx, id, stale)
+}
+
+// usable reports whether the stored access token can be handed out without
+// a refresh: present and not within window of its expiry. Unknown expiry is
+// usable until the provider says otherwise.
+func usable(c *store.Connection, now time.Time, window time.Duration) bool {
+	if len(c.AccessToken) == 0 {
+		return false
+	}
+	return c.ExpiresAt.IsZero() || now.Add(window).Before(c.ExpiresAt)
+}
+
+func (b *Broker) provider(c *store.Connection) (Provider, error) {
+	p, ok := b.providers[c.Provider]
+	if !ok {
+		// The provider was removed from the config after the connection was
+		// stored: nothing can refresh it until it is configured again.
+		return Provider{}, &oauth.Error{Op: "refresh", Code: "provider_not_configured", Kind: oauth.KindTransient,
+			Description: "provider " + c.Provider + " is not configured"}
+	}
+	return p, nil
+}
+
+func (b *Broker) tokenOf(c *store.Connection) (Token, error) {
+	access, err := b.open(c.ID, "access", c.AccessToken)
+	if err != nil {
+		return Token{}, err
+	}
+	return Token{AccessToken: access, TokenType: c.TokenType, ExpiresAt: c.ExpiresAt, Scope: c.Scope}, nil
+}
+
+// refresh joins (or starts) the single flight for id and waits for it with
+// the caller's context. The flight itself runs detached with a timeout.
+func (b *Broker) refresh(ctx context.Context, id string, stale *string) (Token, error) {
+	// Forced refreshes of different stale tokens must not share a flight
+	// with a plain one that may decide no refresh is needed; all of them
+	// still end at the store's lease, so at most one reaches the provider.
+	key := id
+	if stale != nil {
+		key = id + "\x00forced"
+	}
+	ch := b.flights.DoChan(key, func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout+b.leaseTTL)
+		defer cancel()
+		return b.refreshFlight(fctx, id, stale)
+	})
+	select {
+	case <-ctx.Done():
+		return Token{}, ctx.Err()
+	case r := <-ch:
+		if r.Err != nil {
+			return Token{}, r.Err
+		}
+		return r.Val.(Token), nil
+	}
+}
+
+// refreshFlight runs steps 3-8 of the refresh algorithm for one connection.
+func (b *Broker) refreshFlight(ctx context.Context, id string, stale *string) (Token, error) {
+	c, err := b.acquireLease(ctx, id, stale)
+	if err != nil {
+		return Token{}, err
+	}
+	if c == nil {
+		// Someone else refreshed while we waited; hand out their token.
+		cur, err := b.store.GetConnection(ctx, id)
+		if err != nil {
+			return Token{}, err
+		}
+		return b.tokenOf(&cur)
+	}
+	defer b.releaseLease(id)
+
+	p, err := b.provider(c)
+	if err != nil {
+		return Token{}, err
+	}
+	now := b.now()
+
+	// A token the provider issued earlier but that could not be saved comes
+	// first: its refresh token is the live one.
+	if tok := b.takeUnsaved(id); tok != nil {
+		saved, err := b.saveRefreshed(ctx, c, p, tok, now)
+		if err != nil {
+			b.keepUnsaved(id, tok)
+			return Token{}, err
+		}
+		c = &saved
+		if c.Status == store.StatusActive && usable(c, now, p.RefreshWindow) && !b.isStale(c, stale) {
+			return b.tokenOf(c)
+		}
+	}
+
+	// Step 4: re-read under the lease; someone may have refreshed meanwhile.
+	if c.Status == store.StatusActive && !b.isStale(c, stale) && (stale != nil || usable(c, now, p.RefreshWindow)) {
+		return b.tokenOf(c)
+	}
+	if err := errFromStatus(c, now); err != nil {
+		// needs_reauth, or a transient failure still cooling down. A token
+		// that is still valid is served through a cooldown rather than
+		// failing a caller the provider would have accepted.
+		if oauth.Terminal(err) || stale != nil || c.ExpiresAt.IsZero() || !now.Before(c.ExpiresAt) {
+			return Token{}, err
+		}
+		return b.tokenOf(c)
+	}
+
+	refreshToken, err := b.open(id, "refresh", c.RefreshToken)
+	if err != nil {
+		return Token{}, err
+	}
+	if refreshToken == "" || !canRefresh(c, now) {
+		// Nothing to refresh with. An access token that still works is
+		// served until it expires; then a person must reconnect.
+		if stale == nil && !c.ExpiresAt.IsZero() && now.Before(c.ExpiresAt) {
+			return b.tokenOf(c)
+		}
+		code := oauth.CodeNoRefreshToken
+		desc := "the connection has no refresh token; reconnect to obtain a new grant"
+		if refreshToken != "" {
+			code, desc = oauth.CodeRefreshExpired, "the refresh token has expired; reconnect to obtain a new grant"
+		}
+		oerr := &oauth.Error{Op: "refresh", Code: code, Description: desc, Kind: oauth.KindTerminal}
+		b.recordFailure(ctx, c, oerr)
+		return Token{}, oerr
+	}
+
+	// Step 5: call the provider, renewing the lease while it works.
+	stopRenew := b.renewLease(ctx, id)
+	callCtx, cancel := context.WithTimeout(ctx, b.timeout)
+	tok, err := p.Endpoint.Refresh(callCtx, refreshToken)
+	cancel()
+	stopRenew()
+	if err != nil {
+		b.recordFailure(ctx, c, err)
+		return Token{}, err
+	}
+	if tok.RefreshToken == "" {
+		// RFC 6749 §6: the server MAY issue a new refresh token; when it
+		// does not, the old one stays valid.
+		tok.RefreshToken = refreshToken
+	}
+
+	// Step 6: save first.
+	saved, err := b.saveRefreshed(ctx, c, p, tok, b.now())
+	if err != nil {
+		// The provider has answered and, at a rotating provider, spent the
+		// old refresh token. Keep the new token in memory and hand it out;
+		// the next flight for this connection saves it before anything else.
+		b.keepUnsaved(id, tok)
+		b.log.ErrorContext(ctx, "refreshed token could not be saved; kept in memory and will be saved before the next refresh",
+			"connection", id, "provider", c.Provider, "error", err)
+		return Token{AccessToken: tok.AccessToken, TokenType: tok.TokenType, ExpiresAt: tok.Expiry, Scope: tok.Scope}, nil
+	}
+	if saved.ExpiryDefaulted && p.CanIntrospect {
+		if exp, ok := b.introspectExpiry(ctx, p, tok.AccessToken); ok {
+			upd, err := b.store.UpdateConnection(ctx, id, func(old store.Connection) (store.Connection, error) {
+				if old.Version != saved.Version {
+					return old, store.ErrConflict // a newer token; its expiry is not ours to set
+				}
+				old.ExpiresAt, old.ExpiryDefaulted = exp, false
+				return old, nil
+			})
+			if err == nil {
+				saved = upd
+			}
+		}
+	}
+	return b.tokenOf(&saved)
+}
+
+// isStale reports whether the connection's current access token is the one
+// the caller saw fail.
+func (b *Broker) isStale(c *store.Connection, stale *string) bool {
+	if stale == nil {
+		return false
+	}
+	cur, err := b.open(c.ID, "access", c.AccessToken)
+	if err != nil {
+		return true
+	}
+	return subtle.ConstantTimeCompare([]byte(cur), []byte(*stale)) == 1
+}
+
+func canRefresh(c *store.Connection, now time.Time) bool {
+	if !c.RefreshExpiresAt.IsZero() && !now.Before(c.RefreshExpiresAt) {
+		return false
+	}
+	if !c.RefreshHardExpiresAt.IsZero() && !now.Before(c.RefreshHardExpiresAt) {
+		return false
+	}
+	return true
+}
+
+// saveRefreshed writes a token the provider just issued. The write is a
+// compare-and-swap on the version read under the lease; if another writer
+// got in between (an admin edit, a failure record), the token is applied to
+// the newer row: holding the lease, ours is the newest token there is.
+func (b *Broker) saveRefreshed(ctx context.Context, c *store.Connection, p Provider, tok *oauth.Token, now time.Time) (store.Connection, error) {
+	access, err := b.seal(c.ID, "access", tok.AccessToken)
+	if err != nil {
+		return store.Connection{}, err
+	}
+	refresh, err := b.seal(c.ID, "refresh", tok.RefreshToken)
+	if err != nil {
+		return store.Connection{}, err
+	}
+	oldRefresh, _ := b.open(c.ID, "refresh", c.RefreshToken)
+	rotated := tok.RefreshToken != oldRefresh
+	wasFailing := c.Status != store.StatusActive || c.Failure != nil
+
+	apply := func(row store.Connection) store.Connection {
+		row.AccessToken, row.RefreshToken = access, refresh
+		if tok.TokenType != "" {
+			row.TokenType = tok.TokenType
+		}
+		if tok.Scope != "" {
+			row.Scope = tok.Scope
+		}
+		row.ExpiresAt, row.ExpiryDefaulted = tok.Expiry, tok.ExpiryDefaulted
+		switch {
+		case !tok.RefreshExpiry.IsZero():
+			row.RefreshExpiresAt = tok.RefreshExpiry
+		case rotated && p.RefreshTokenLifetime > 0:
+			row.RefreshExpiresAt = now.Add(p.RefreshTokenLifetime)
+		case rotated:
+			row.RefreshExpiresAt = time.Time{}
+		}
+		if !tok.RefreshHardExpiry.IsZero() {
+			row.RefreshHardExpiresAt = tok.RefreshHardExpiry
+		}
+		row.LastRefreshAt = now
+		row.Status = store.StatusActive
+		row.Failure = nil
+		return row
+	}
+
+	row := *c
+	var saved store.Connection
+	for attempt := 0; ; attempt++ {
+		saved, err = b.store.CompareAndSwap(ctx, apply(row))
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, store.ErrConflict) || attempt >= 5 {
+			return store.Connection{}, err
+		}
+		if row, err = b.store.GetConnection(ctx, c.ID); err != nil {
+			return store.Connection{}, err
+		}
+	}
+	b.log.InfoContext(ctx, "token refreshed", "connection", c.ID, "provider", c.Provider, "rotated", rotated,
+		"expires_at", saved.ExpiresAt)
+	if wasFailing {
+		b.emit(ctx, EventRecovered, &saved, "")
+	}
+	return saved, nil
+}
+
+// recordFailure stores why a refresh failed and when to try again. A
+// terminal failure marks the connection needs_reauth, after which the
+// provider is not called for it again until it is reconnected.
+func (b *Broker) recordFailure(ctx context.Context, c *store.Connection, cause error) {
+	now := b.now()
+	code, message, kind, retryAfter := "refresh_failed", "", oauth.KindTransient, time.Duration(0)
+	var oe *oauth.Error
+	if errors.As(cause, &oe) {
+		code, message, kind, retryAfter = oe.Code, oe.Description, oe.Kind, oe.RetryAfter
+	}
+	if code == "" {
+		code = "refresh_failed"
+	}
+	var becameTerminal bool
+	updated, err := b.store.UpdateConnection(ctx, c.ID, func(old store.Connection) (store.Connection, error) {
+		f := store.Failure{Code: code, Message: message, Attempts: 1, FirstAt: now}
+		if old.Failure != nil {
+			f.Attempts = old.Failure.Attempts + 1
+			f.FirstAt = old.Failure.FirstAt
+		}
+		if kind == oauth.KindTerminal {
+			becameTerminal = old.Status != store.StatusNeedsReauth
+			old.Status = store.StatusNeedsReauth
+		} else {
+			wait := b.backoff.Delay(f.Attempts-1, b.rand())
+			if wait < retryAfter {
+				wait = retryAfter
+			}
+			f.NextAttemptAt = now.Add(wait)
+		}
+		old.Failure = &f
+		return old, nil
+	})
+	if err != nil {
+		b.log.ErrorContext(ctx, "could not record refresh failure", "connection", c.ID, "error", err)
+		return
+	}
+	b.log.WarnContext(ctx, "refresh failed", "connection", c.ID, "provider", c.Provider, "code", code,
+		"kind", kind.String(), "attempts", updated.Failure.Attempts)
+	if becameTerminal {
+		b.emit(ctx, EventReauthRequired, &updated, code)
+	} else if kind != oauth.KindTerminal {
+		b.emit(ctx, EventRefreshFailed, &updated, code)
+	}
+}
+
+func (b *Broker) takeUnsaved(id string) *oauth.Token {
+	b.unsavedMu.Lock()
+	defer b.unsavedMu.Unlock()
+	t := b.unsaved[id]
+	delete(b.unsaved, id)
+	return t
+}
+
+func (b *Broker) keepUnsaved(id string, t *oauth.Token) {
+	b.unsavedMu.Lock()
+	b.unsaved[id] = t
+	b.unsavedMu.Unlock()
+}
+
+func (b *Broker) forgetUnsaved(id string) {
+	b.unsavedMu.Lock()
+	delete(b.unsaved, id)
+	b.unsavedMu.Unlock()
+}

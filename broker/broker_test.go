@@ -485,6 +485,40 @@ func TestForcedRefreshOfReplacedTokenReturnsCurrent(t *testing.T) {
 	}
 }
 
+func TestForcedRefreshOfValidToken(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ctx := context.Background()
+	access, refresh, _ := e.srv.IssueTokens(t, "offline")
+	if _, err := e.broker.CreateConnection(ctx, broker.Import{ID: "c1", Provider: "acme", AccessToken: access, RefreshToken: refresh, ExpiresIn: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.broker.RefreshConnection(ctx, "c1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.AccessToken == access || e.srv.RefreshCalls() != 1 {
+		t.Fatalf("forced refresh of a valid token: %d refreshes, token replaced %v", e.srv.RefreshCalls(), got.AccessToken != access)
+	}
+	// A forced refresh also ends a transient failure's cooldown early.
+	e.srv.FailNext(1, 503, nil, "")
+	if _, err := e.broker.RefreshConnection(ctx, "c1", nil); !errors.Is(err, oauth.ErrTransient) {
+		t.Fatalf("refresh against a failing provider = %v, want transient", err)
+	}
+	if _, err := e.broker.RefreshConnection(ctx, "c1", nil); err != nil {
+		t.Fatalf("forced refresh in a cooldown: %v", err)
+	}
+	if e.srv.RefreshCalls() != 3 {
+		t.Fatalf("%d refreshes, want 3", e.srv.RefreshCalls())
+	}
+	c, _ := e.store.GetConnection(ctx, "c1")
+	if c.Failure != nil {
+		t.Fatal("a successful refresh did not clear the failure")
+	}
+	if e.events.count(broker.EventRecovered) != 1 {
+		t.Fatal("no recovered event after the failure cleared")
+	}
+}
+
 func TestDeadLeaseHolderBlocksOnlyUntilExpiry(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	e.importExpired("c1")

@@ -19,7 +19,7 @@ const (
 // acquireLease takes the connection's refresh lease (step 3). It returns the
 // row read under the lease, or nil when, while it waited, the holder wrote a
 // token this caller can use instead of refreshing again.
-func (b *Broker) acquireLease(ctx context.Context, id string, stale *string) (*store.Connection, error) {
+func (b *Broker) acquireLease(ctx context.Context, id string, mode refreshMode, stale *string) (*store.Connection, error) {
 	delay := leasePollMin
 	for {
 		c, err := b.store.AcquireLease(ctx, id, b.owner, b.leaseTTL)
@@ -47,7 +47,13 @@ func (b *Broker) acquireLease(ctx context.Context, id string, stale *string) (*s
 				if perr != nil {
 					return nil, perr
 				}
-				if cur.Status == store.StatusActive && usable(&cur, b.now(), p.RefreshWindow) && !b.isStale(&cur, stale) {
+				// The holder wrote. A successful refresh that finished while
+				// we waited answers a forced flight too: its token is as new
+				// as ours would be.
+				if mode == forced && cur.Status == store.StatusActive && cur.Failure == nil {
+					return nil, nil
+				}
+				if b.canServeCurrent(&cur, mode, stale, b.now(), p.RefreshWindow) {
 					return nil, nil
 				}
 				if err := errFromStatus(&cur, b.now()); err != nil {

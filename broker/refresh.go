@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/oauth"
@@ -38,15 +39,31 @@ func (b *Broker) GetToken(ctx context.Context, id string) (Token, error) {
 	if c.Status == store.StatusActive && usable(&c, now, p.RefreshWindow) {
 		return b.tokenOf(&c)
 	}
-	return b.refresh(ctx, id, nil)
+	return b.refresh(ctx, id, onDemand, nil)
 }
 
-// RefreshConnection refreshes the connection now, unless stale is given and
-// is no longer the connection's access token (someone refreshed meanwhile:
-// that newer token is returned). Concurrent calls share one refresh.
+// RefreshConnection refreshes the connection now. With stale set, it
+// refreshes only if stale is still the connection's access token: a caller
+// that saw a token fail gets the newer one if someone refreshed meanwhile.
+// With stale nil the refresh is unconditional (an operator's "refresh now"),
+// and it is attempted even during a transient failure's cooldown.
+// Concurrent calls share one refresh.
 func (b *Broker) RefreshConnection(ctx context.Context, id string, stale *string) (Token, error) {
-	return b.refresh(ctx, id, stale)
+	if stale == nil {
+		return b.refresh(ctx, id, forced, nil)
+	}
+	return b.refresh(ctx, id, ifStale, stale)
 }
+
+// refreshMode says why a flight runs, which decides when it may hand out
+// the current token instead of calling the provider.
+type refreshMode int
+
+const (
+	onDemand refreshMode = iota // the token is inside its refresh window
+	ifStale                     // a caller saw this token fail
+	forced                      // an operator asked for a refresh
+)
 
 // usable reports whether the stored access token can be handed out without
 // a refresh: present and not within window of its expiry. Unknown expiry is
@@ -77,20 +94,18 @@ func (b *Broker) tokenOf(c *store.Connection) (Token, error) {
 	return Token{AccessToken: access, TokenType: c.TokenType, ExpiresAt: c.ExpiresAt, Scope: c.Scope}, nil
 }
 
-// refresh joins (or starts) the single flight for id and waits for it with
-// the caller's context. The flight itself runs detached with a timeout.
-func (b *Broker) refresh(ctx context.Context, id string, stale *string) (Token, error) {
-	// Forced refreshes of different stale tokens must not share a flight
-	// with a plain one that may decide no refresh is needed; all of them
-	// still end at the store's lease, so at most one reaches the provider.
-	key := id
-	if stale != nil {
-		key = id + "\x00forced"
-	}
+// refresh joins (or starts) the single flight for id and mode and waits
+// for it with the caller's context. The flight itself runs detached with a
+// timeout, so one caller giving up does not cancel it for the others.
+func (b *Broker) refresh(ctx context.Context, id string, mode refreshMode, stale *string) (Token, error) {
+	// Each mode has its own flight, because an on-demand flight may decide
+	// that no refresh is needed where a forced one must refresh. They all
+	// meet at the store's lease, so only one reaches the provider at a time.
+	key := id + "\x00" + strconv.Itoa(int(mode))
 	ch := b.flights.DoChan(key, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout+b.leaseTTL)
 		defer cancel()
-		return b.refreshFlight(fctx, id, stale)
+		return b.refreshFlight(fctx, id, mode, stale)
 	})
 	select {
 	case <-ctx.Done():
@@ -104,8 +119,8 @@ func (b *Broker) refresh(ctx context.Context, id string, stale *string) (Token, 
 }
 
 // refreshFlight runs steps 3-8 of the refresh algorithm for one connection.
-func (b *Broker) refreshFlight(ctx context.Context, id string, stale *string) (Token, error) {
-	c, err := b.acquireLease(ctx, id, stale)
+func (b *Broker) refreshFlight(ctx context.Context, id string, mode refreshMode, stale *string) (Token, error) {
+	c, err := b.acquireLease(ctx, id, mode, stale)
 	if err != nil {
 		return Token{}, err
 	}
@@ -134,23 +149,28 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, stale *string) (T
 			return Token{}, err
 		}
 		c = &saved
-		if c.Status == store.StatusActive && usable(c, now, p.RefreshWindow) && !b.isStale(c, stale) {
+		if mode != forced && c.Status == store.StatusActive && usable(c, now, p.RefreshWindow) && !b.isStale(c, stale) {
 			return b.tokenOf(c)
 		}
 	}
 
 	// Step 4: re-read under the lease; someone may have refreshed meanwhile.
-	if c.Status == store.StatusActive && !b.isStale(c, stale) && (stale != nil || usable(c, now, p.RefreshWindow)) {
+	if b.canServeCurrent(c, mode, stale, now, p.RefreshWindow) {
 		return b.tokenOf(c)
 	}
 	if err := errFromStatus(c, now); err != nil {
-		// needs_reauth, or a transient failure still cooling down. A token
-		// that is still valid is served through a cooldown rather than
-		// failing a caller the provider would have accepted.
-		if oauth.Terminal(err) || stale != nil || c.ExpiresAt.IsZero() || !now.Before(c.ExpiresAt) {
+		switch {
+		case oauth.Terminal(err):
+			return Token{}, err
+		case mode == forced:
+			// An operator's "refresh now" is the way to end a cooldown early.
+		case mode == onDemand && !c.ExpiresAt.IsZero() && now.Before(c.ExpiresAt):
+			// In a cooldown, a token that is still valid is served rather
+			// than failing a caller the provider would have accepted.
+			return b.tokenOf(c)
+		default:
 			return Token{}, err
 		}
-		return b.tokenOf(c)
 	}
 
 	refreshToken, err := b.open(id, "refresh", c.RefreshToken)
@@ -160,7 +180,7 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, stale *string) (T
 	if refreshToken == "" || !canRefresh(c, now) {
 		// Nothing to refresh with. An access token that still works is
 		// served until it expires; then a person must reconnect.
-		if stale == nil && !c.ExpiresAt.IsZero() && now.Before(c.ExpiresAt) {
+		if mode == onDemand && !c.ExpiresAt.IsZero() && now.Before(c.ExpiresAt) {
 			return b.tokenOf(c)
 		}
 		code := oauth.CodeNoRefreshToken
@@ -215,6 +235,23 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, stale *string) (T
 		}
 	}
 	return b.tokenOf(&saved)
+}
+
+// canServeCurrent reports whether the row's token answers this flight
+// without a refresh: for an on-demand flight, a token valid beyond the
+// window; for a caller that saw a token fail, any other token.
+func (b *Broker) canServeCurrent(c *store.Connection, mode refreshMode, stale *string, now time.Time, window time.Duration) bool {
+	if c.Status != store.StatusActive {
+		return false
+	}
+	switch mode {
+	case onDemand:
+		return usable(c, now, window)
+	case ifStale:
+		return len(c.AccessToken) > 0 && !b.isStale(c, stale)
+	default:
+		return false
+	}
 }
 
 // isStale reports whether the connection's current access token is the one

@@ -1,0 +1,404 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/store"
+)
+
+// Broker is what the server needs from the service core. [*broker.Broker]
+// satisfies it.
+type Broker interface {
+	CreateConnection(ctx context.Context, in broker.Import) (store.Connection, error)
+	GetConnection(ctx context.Context, id string) (store.Connection, error)
+	ListConnections(ctx context.Context, opts store.ListOptions) (store.Page, error)
+	GetToken(ctx context.Context, id string) (broker.Token, error)
+	RefreshConnection(ctx context.Context, id string, stale *string) (broker.Token, error)
+	DeleteConnection(ctx context.Context, id string) (revokeErr, err error)
+	// Provider tells the delete route whether the provider has a
+	// revocation endpoint, so "revoked" is only reported when it did revoke.
+	Provider(name string) (broker.Provider, bool)
+}
+
+var _ Broker = (*broker.Broker)(nil)
+
+// KeyStore looks API keys up by the SHA-256 of their secret. Every
+// [store.Store] satisfies it. GetAPIKeyByHash returns [store.ErrNotFound]
+// for unknown and revoked keys.
+type KeyStore interface {
+	GetAPIKeyByHash(ctx context.Context, hash []byte) (store.APIKey, error)
+}
+
+// ProxyTarget is where the proxy sends one provider's API calls.
+type ProxyTarget struct {
+	// BaseURL is the provider's api_base_url; proxied paths are joined under
+	// its path, never above it.
+	BaseURL *url.URL
+	// RefreshOn lists the statuses after which the token is refreshed and
+	// the call replayed once; nil means {401}.
+	RefreshOn []int
+}
+
+// Options configures a [Server]. Broker and Keys are required; zero values
+// of the others take the documented defaults.
+type Options struct {
+	Broker Broker
+	Keys   KeyStore
+	// Targets maps provider names to their API, for the proxy. A provider
+	// without an entry cannot be proxied to.
+	Targets map[string]ProxyTarget
+	// ProxyTransport sends proxied requests to the providers. Default: a
+	// clone of [http.DefaultTransport].
+	ProxyTransport http.RoundTripper
+	// MaxReplayBody is the largest proxied request body kept in memory so
+	// the request can be replayed after a refresh; larger bodies stream
+	// through once and are not retried. Default 1 MiB.
+	MaxReplayBody int64
+	// MaxBodyBytes bounds JSON request bodies of the API. Default 1 MiB.
+	MaxBodyBytes int64
+	// KeyCacheTTL is how long a successful API-key lookup is remembered. A
+	// revoked key keeps working for at most this long. Default 10s;
+	// negative disables the cache.
+	KeyCacheTTL time.Duration
+	// Ready reports whether the server can serve (for example a store
+	// ping), for /readyz. Nil means always ready.
+	Ready func(ctx context.Context) error
+	// Logger receives one line per request and the details of internal
+	// errors; never tokens, keys, headers or bodies. Default: discard.
+	Logger *slog.Logger
+	// Now is the clock. Default [time.Now].
+	Now func() time.Time
+}
+
+// statusClientClosed is logged (never sent) for a request whose client went
+// away before it was answered, as nginx does.
+const statusClientClosed = 499
+
+const (
+	defaultMaxBody     = 1 << 20
+	defaultKeyCacheTTL = 10 * time.Second
+	keyCacheSize       = 1024
+	readyTimeout       = 5 * time.Second
+)
+
+// Server is tokenbroker's HTTP API. Create it with [New]; it is safe for
+// concurrent use.
+type Server struct {
+	broker         Broker
+	keys           KeyStore
+	targets        map[string]ProxyTarget
+	proxyTransport http.RoundTripper
+	maxReplay      int64
+	maxBody        int64
+	ready          func(context.Context) error
+	log            *slog.Logger
+	now            func() time.Time
+	cache          *keyCache
+	proxyLog       *log.Logger // for httputil.ReverseProxy's own complaints
+
+	mux     *http.ServeMux
+	handler http.Handler
+}
+
+// New checks opts and returns a Server.
+func New(opts Options) (*Server, error) {
+	if opts.Broker == nil {
+		return nil, errors.New("server: Options.Broker is required")
+	}
+	if opts.Keys == nil {
+		return nil, errors.New("server: Options.Keys is required")
+	}
+	s := &Server{
+		broker:         opts.Broker,
+		keys:           opts.Keys,
+		targets:        make(map[string]ProxyTarget, len(opts.Targets)),
+		proxyTransport: opts.ProxyTransport,
+		maxReplay:      opts.MaxReplayBody,
+		maxBody:        opts.MaxBodyBytes,
+		ready:          opts.Ready,
+		log:            opts.Logger,
+		now:            opts.Now,
+	}
+	for name, t := range opts.Targets {
+		if t.BaseURL == nil {
+			continue // no api_base_url: the proxy answers that it has none
+		}
+		if err := checkBaseURL(t.BaseURL); err != nil {
+			return nil, fmt.Errorf("server: provider %q: api_base_url: %w", name, err)
+		}
+		for _, code := range t.RefreshOn {
+			if code < 100 || code > 599 {
+				return nil, fmt.Errorf("server: provider %q: refresh_on: %d is not an HTTP status", name, code)
+			}
+		}
+		t.RefreshOn = append([]int(nil), t.RefreshOn...)
+		s.targets[name] = t
+	}
+	if s.proxyTransport == nil {
+		s.proxyTransport = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	if s.maxReplay <= 0 {
+		s.maxReplay = defaultMaxBody
+	}
+	if s.maxBody <= 0 {
+		s.maxBody = defaultMaxBody
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.proxyLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	ttl := opts.KeyCacheTTL
+	if ttl == 0 {
+		ttl = defaultKeyCacheTTL
+	}
+	if ttl > 0 {
+		s.cache = newKeyCache(ttl, keyCacheSize, s.now)
+	}
+
+	s.mux = http.NewServeMux()
+	for _, rt := range routes() {
+		s.mux.Handle(rt.pattern, s.route(rt))
+	}
+	s.handler = http.HandlerFunc(s.serve)
+	return s, nil
+}
+
+// Handler returns the HTTP handler serving every route.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// access says who may call a route.
+type access int
+
+const (
+	accessPublic access = iota // no API key
+	accessAdmin                // admin keys only
+	accessTokens               // admin and tokens keys
+)
+
+// route is one entry of the route table. Every route is registered from
+// [routes], so a test can walk them all.
+type route struct {
+	pattern string // http.ServeMux pattern
+	access  access
+	handle  func(s *Server, w http.ResponseWriter, r *http.Request)
+}
+
+func routes() []route {
+	return []route{
+		{"POST /v1/connections", accessAdmin, (*Server).importConnection},
+		{"GET /v1/connections", accessAdmin, (*Server).listConnections},
+		{"GET /v1/connections/{id}", accessTokens, (*Server).getConnection},
+		{"GET /v1/connections/{id}/token", accessTokens, (*Server).getToken},
+		{"POST /v1/connections/{id}/refresh", accessAdmin, (*Server).refreshConnection},
+		{"DELETE /v1/connections/{id}", accessAdmin, (*Server).deleteConnection},
+		{"/v1/proxy/{id}/{path...}", accessTokens, (*Server).proxy},
+		{"GET /healthz", accessPublic, (*Server).healthz},
+		{"GET /readyz", accessPublic, (*Server).readyz},
+	}
+}
+
+// requestInfo is what the request log line says about a request. Handlers
+// fill it in as they learn more.
+type requestInfo struct {
+	pattern    string
+	connection string
+	key        string
+	admin      bool
+	errCode    string
+}
+
+type requestInfoKey struct{}
+
+func info(ctx context.Context) *requestInfo {
+	if ri, ok := ctx.Value(requestInfoKey{}).(*requestInfo); ok {
+		return ri
+	}
+	return &requestInfo{} // a handler called outside serve, as in a unit test
+}
+
+// serve wraps every request: path check, routing, 404/405 in our error
+// format, panic recovery and the request log line.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	start := s.now()
+	ri := &requestInfo{}
+	r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, ri))
+	rec := &recorder{ResponseWriter: w}
+
+	defer func() {
+		v := recover()
+		// A panic after the response began cannot be turned into an error
+		// answer: abort the connection so the client sees it is incomplete.
+		abort := v == http.ErrAbortHandler || (v != nil && rec.wrote)
+		if v != nil && v != http.ErrAbortHandler {
+			// The panic value and the request may hold secrets; the type
+			// and the stack (which prints no string contents) do not.
+			s.log.Error("panic serving request", "route", ri.pattern,
+				"panic_type", fmt.Sprintf("%T", v), "stack", string(debug.Stack()))
+			if !rec.wrote {
+				s.writeError(rec, r, apiError{status: http.StatusInternalServerError, code: codeInternal, message: msgInternal})
+			}
+		}
+		status := rec.status
+		switch {
+		case rec.wrote:
+		case ri.errCode == errCodeCanceled:
+			status = statusClientClosed
+		default:
+			status = http.StatusOK // net/http answers 200 for a handler that wrote nothing
+		}
+		pattern := ri.pattern
+		if pattern == "" {
+			pattern = "-"
+		}
+		attrs := []slog.Attr{
+			slog.String("method", r.Method),
+			slog.String("route", pattern),
+			slog.Int("status", status),
+			slog.Duration("duration", s.now().Sub(start)),
+		}
+		if ri.connection != "" {
+			attrs = append(attrs, slog.String("connection", ri.connection))
+		}
+		if ri.key != "" {
+			attrs = append(attrs, slog.String("key", ri.key))
+		}
+		if ri.errCode != "" {
+			attrs = append(attrs, slog.String("error", ri.errCode))
+		}
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+		if abort {
+			panic(http.ErrAbortHandler)
+		}
+	}()
+
+	// ServeMux would answer an unclean path with a redirect to its cleaned
+	// form; refuse it instead, before any routing.
+	if err := checkRequestPath(r.URL); err != nil {
+		s.writeError(rec, r, invalid(err.Error()))
+		return
+	}
+	if h, pattern := s.mux.Handler(r); pattern == "" {
+		// No route: the mux's own 404 or 405 (with Allow), in our format.
+		fallback := &headerCapture{header: http.Header{}}
+		h.ServeHTTP(fallback, r)
+		if fallback.status == http.StatusMethodNotAllowed {
+			rec.Header().Set("Allow", fallback.header.Get("Allow"))
+			s.writeError(rec, r, apiError{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed,
+				message: "method " + r.Method + " is not allowed here"})
+			return
+		}
+		s.writeError(rec, r, apiError{status: http.StatusNotFound, code: codeNotFound, message: "no such route"})
+		return
+	}
+	s.mux.ServeHTTP(rec, r)
+}
+
+// route wraps a route's handler with authentication and the scope check.
+func (s *Server) route(rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ri := info(r.Context())
+		ri.pattern = rt.pattern
+		if id := r.PathValue("id"); id != "" {
+			if broker.ValidID(id) {
+				ri.connection = id
+			} else {
+				ri.connection = "(invalid)"
+			}
+		}
+		if rt.access != accessPublic {
+			key, err := s.authenticate(r)
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			ri.key, ri.admin = key.ID, key.Scope == ScopeAdmin
+			if rt.access == accessAdmin && !ri.admin {
+				s.writeError(w, r, apiError{status: http.StatusForbidden, code: codeForbidden,
+					message: "this API key's scope does not allow this route"})
+				return
+			}
+		}
+		rt.handle(s, w, r)
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	s.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.ready != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+		err := s.ready(ctx)
+		cancel()
+		if err != nil {
+			s.log.WarnContext(r.Context(), "not ready", "error", err)
+			s.writeJSON(w, r, http.StatusServiceUnavailable, map[string]string{"status": "not_ready"})
+			return
+		}
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// recorder remembers the status for the log line. It passes Flush and,
+// through Unwrap, Hijack and the rest on to the real writer, so proxied
+// responses stream and upgrades work.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *recorder) WriteHeader(code int) {
+	if !w.wrote && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recorder) Write(p []byte) (int, error) {
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *recorder) Flush() {
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// headerCapture collects what the mux's fallback handlers write.
+type headerCapture struct {
+	header http.Header
+	status int
+}
+
+func (c *headerCapture) Header() http.Header { return c.header }
+func (c *headerCapture) WriteHeader(code int) {
+	if c.status == 0 {
+		c.status = code
+	}
+}
+func (c *headerCapture) Write(p []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	return len(p), nil
+}

@@ -2,8 +2,9 @@
 # A throwaway PostgreSQL server for tests on this machine.
 #
 #   scripts/pg.sh start <dir> [--until-pid PID]
-#       initdb a cluster in <dir>/data, start it, create database
-#       tokenbroker_test, and print its DSN on stdout (also kept in <dir>/dsn).
+#       initdb a cluster in <dir>/data (or reuse the stopped one there),
+#       start it, create database tokenbroker_test, and print its DSN on
+#       stdout (also kept in <dir>/dsn).
 #       The server listens on a unix socket in <dir>/sock and nowhere else;
 #       when that path would be too long for a socket, it listens on
 #       127.0.0.1 on a free port instead. With --until-pid, a watchdog stops
@@ -126,14 +127,13 @@ cmd_start() {
 	for attempt in 1 2 3 4 5; do
 		opts="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 		opts="$opts -c max_connections=200 -c shared_buffers=32MB"
-		opts="$opts -c unix_socket_directories='$sock' -c unix_socket_permissions=0777"
 		if [ $tcp -eq 1 ]; then
 			port=$(free_port)
-			opts="$opts -c listen_addresses=127.0.0.1 -c port=$port"
+			opts="$opts -c unix_socket_directories='' -c listen_addresses=127.0.0.1 -c port=$port"
 			dsn="postgres://postgres@127.0.0.1:$port/tokenbroker_test?sslmode=disable"
 		else
 			port=5432
-			opts="$opts -c listen_addresses=''"
+			opts="$opts -c unix_socket_directories='$sock' -c unix_socket_permissions=0777 -c listen_addresses=''"
 			dsn="postgres://postgres@/tokenbroker_test?host=$sock&port=$port&sslmode=disable"
 		fi
 		if as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$logfile" -w -t 60 -o "$opts" start >/dev/null 2>&1; then

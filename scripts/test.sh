@@ -20,6 +20,16 @@ if [ -n "$unformatted" ]; then
 	echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 
+# A throwaway PostgreSQL for the PostgreSQL tests, unless one was given. In
+# CI (CI=true) those tests fail rather than skip when it is missing.
+if [ -z "${TOKENBROKER_TEST_POSTGRES:-}" ]; then
+	echo "== starting a throwaway PostgreSQL"
+	pgdir=$(mktemp -d /tmp/tbpg-XXXXXX)
+	trap 'scripts/pg.sh stop "$pgdir" >/dev/null 2>&1 || true; rm -rf "$pgdir"' EXIT
+	TOKENBROKER_TEST_POSTGRES=$(scripts/pg.sh start "$pgdir" --until-pid $$)
+	export TOKENBROKER_TEST_POSTGRES
+fi
+
 echo "== go test -race"
 if [ $# -gt 0 ]; then
 	go test -race -count=1 "$@"

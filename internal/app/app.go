@@ -22,6 +22,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/provider"
 	"github.com/tokenbroker/tokenbroker/server"
 	"github.com/tokenbroker/tokenbroker/store"
+	"github.com/tokenbroker/tokenbroker/store/postgres"
 	"github.com/tokenbroker/tokenbroker/store/sqlite"
 )
 
@@ -60,6 +61,8 @@ func OpenStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now fu
 	switch driver {
 	case "sqlite":
 		return sqlite.Open(ctx, dsn, sqlite.Options{Now: now, Logger: log})
+	case "postgres":
+		return postgres.Open(ctx, dsn, postgres.Options{Now: now, Logger: log})
 	default:
 		return nil, fmt.Errorf("database: %s is not supported by this build", driver)
 	}

@@ -128,7 +128,7 @@ func (s *Store) applyMigrations(ctx context.Context, tx pgx.Tx, migrations []mig
 	latest := migrations[len(migrations)-1].version
 	for _, v := range versions {
 		if int(v) > latest {
-			return fmt.Errorf("migrate: database schema version %d is newer than this build knows (%d); upgrade tokenbroker", v, latest)
+			return fmt.Errorf("store/postgres: migrate: database schema version %d is newer than this build knows (%d); upgrade tokenbroker", v, latest)
 		}
 		applied[int(v)] = true
 	}

@@ -74,12 +74,14 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store/postgres: %w", err)
 	}
 	migrations, err := loadMigrations(embeddedMigrations())
-	if err == nil {
+	if err != nil {
+		err = fmt.Errorf("store/postgres: %w", err)
+	} else {
 		err = s.migrate(ctx, migrations)
 	}
 	if err != nil {
 		s.pool.Close()
-		return nil, fmt.Errorf("store/postgres: open: %w", err)
+		return nil, err
 	}
 	return s, nil
 }
@@ -187,7 +189,7 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return fmt.Errorf("store/postgres: %s: %w", op, ctxErr)
 	}
-	if connectionLost(err) {
+	if connectionLost(err) || pgconn.SafeToRetry(err) {
 		return fmt.Errorf("store/postgres: %s: %w: %w", op, store.ErrUnavailable, err)
 	}
 	return fmt.Errorf("store/postgres: %s: %w", op, err)
@@ -219,8 +221,7 @@ func connectionLost(err error) bool {
 	switch {
 	case errors.As(err, &pgErr):
 		return serverGone(pgErr.Code)
-	case pgconn.SafeToRetry(err),
-		errors.As(err, &connectErr),
+	case errors.As(err, &connectErr),
 		errors.As(err, &netErr),
 		errors.Is(err, pgconn.ErrConnClosed),
 		errors.Is(err, io.EOF),

@@ -691,3 +691,84 @@ func TestLogsCarryNoTokens(t *testing.T) {
 		}
 	}
 }
+
+func TestStaleRefreshDoesNotOverwriteNewerToken(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// meddle writes to the row while the refresh is at the provider.
+		meddle    func(t *testing.T, e *env)
+		wantOurs  bool
+		wantFresh string
+	}{
+		{
+			name: "another refresh saved a newer token",
+			meddle: func(t *testing.T, e *env) {
+				sealed, err := e.ring.Seal([]byte("newer-access-token-from-another-replica"), []byte("conn:c1:access"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, err = e.store.UpdateConnection(context.Background(), "c1", func(old store.Connection) (store.Connection, error) {
+					old.AccessToken = sealed
+					old.ExpiresAt = time.Now().Add(time.Hour)
+					return old, nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantFresh: "newer-access-token-from-another-replica",
+		},
+		{
+			name: "only bookkeeping changed",
+			meddle: func(t *testing.T, e *env) {
+				_, err := e.store.UpdateConnection(context.Background(), "c1", func(old store.Connection) (store.Connection, error) {
+					old.Metadata = []byte(`{"team":"blue"}`)
+					return old, nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+			},
+			wantOurs: true,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{})
+			e.importExpired("c1")
+			gate := make(chan struct{})
+			e.ep.refreshGate = gate
+			done := make(chan broker.Token, 1)
+			go func() {
+				tok, err := e.broker.GetToken(context.Background(), "c1")
+				if err != nil {
+					t.Error(err)
+				}
+				done <- tok
+			}()
+			for e.ep.refreshes.Load() == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			tc.meddle(t, e)
+			close(gate)
+			got := <-done
+			c, err := e.store.GetConnection(context.Background(), "c1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored, err := e.ring.Open(c.AccessToken, []byte("conn:c1:access"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(stored) != got.AccessToken {
+				t.Fatal("the caller got a different token than the one stored")
+			}
+			if tc.wantOurs {
+				if !e.srv.Active(t, got.AccessToken) || string(c.Metadata) != `{"team":"blue"}` {
+					t.Fatal("the refreshed token was not applied over the bookkeeping change")
+				}
+			} else if got.AccessToken != tc.wantFresh {
+				t.Fatal("a refresh from an old snapshot overwrote a newer token")
+			}
+		})
+	}
+}

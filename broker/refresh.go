@@ -278,9 +278,13 @@ func canRefresh(c *store.Connection, now time.Time) bool {
 }
 
 // saveRefreshed writes a token the provider just issued. The write is a
-// compare-and-swap on the version read under the lease; if another writer
-// got in between (an admin edit, a failure record), the token is applied to
-// the newer row: holding the lease, ours is the newest token there is.
+// compare-and-swap on the version read under the lease. If the row moved on
+// meanwhile, what moved decides: when only bookkeeping changed (a failure
+// record written by a replica whose refresh lost, an edit of metadata), the
+// token is applied to the newer row; when the tokens themselves changed,
+// another refresh finished first (our lease lapsed), and a refresh that
+// started from an old snapshot must not overwrite a newer one — the stored
+// row wins and is returned instead.
 func (b *Broker) saveRefreshed(ctx context.Context, c *store.Connection, p Provider, tok *oauth.Token, now time.Time) (store.Connection, error) {
 	access, err := b.seal(c.ID, "access", tok.AccessToken)
 	if err != nil {
@@ -320,6 +324,7 @@ func (b *Broker) saveRefreshed(ctx context.Context, c *store.Connection, p Provi
 		return row
 	}
 
+	oldAccess, _ := b.open(c.ID, "access", c.AccessToken)
 	row := *c
 	var saved store.Connection
 	for attempt := 0; ; attempt++ {
@@ -332,6 +337,13 @@ func (b *Broker) saveRefreshed(ctx context.Context, c *store.Connection, p Provi
 		}
 		if row, err = b.store.GetConnection(ctx, c.ID); err != nil {
 			return store.Connection{}, err
+		}
+		access, aerr := b.open(row.ID, "access", row.AccessToken)
+		refresh, rerr := b.open(row.ID, "refresh", row.RefreshToken)
+		if aerr != nil || rerr != nil || access != oldAccess || refresh != oldRefresh {
+			b.log.WarnContext(ctx, "a newer token was saved while this refresh ran; keeping the newer one",
+				"connection", c.ID, "provider", c.Provider, "version", row.Version)
+			return row, nil
 		}
 	}
 	b.log.InfoContext(ctx, "token refreshed", "connection", c.ID, "provider", c.Provider, "rotated", rotated,

@@ -71,6 +71,14 @@ type Options struct {
 	// Events receives lifecycle events (refresh failed, reauth required,
 	// recovered, created, deleted); nil drops them.
 	Events EventSink
+	// TokenCacheSize bounds the in-memory cache of valid access tokens that
+	// spares the database a read per request; 0 disables it.
+	TokenCacheSize int
+	// Changes is the store's feed of other processes' writes. With a
+	// database shared by several replicas it is required for the token
+	// cache, which stays off until the feed is following (call
+	// FollowChanges). Nil means this broker is the store's only writer.
+	Changes store.ChangeFeed
 }
 
 // EventSink receives connection lifecycle events. Implementations must not
@@ -113,6 +121,8 @@ type Broker struct {
 	events    EventSink
 
 	flights singleflight.Group
+	cache   *tokenCache
+	changes store.ChangeFeed
 
 	// unsaved holds tokens the provider issued that could not be saved yet
 	// (the store was unreachable). They are saved before the provider is
@@ -143,6 +153,8 @@ func New(opts Options) (*Broker, error) {
 		log:       opts.Logger,
 		events:    opts.Events,
 		unsaved:   make(map[string]*oauth.Token),
+		cache:     newTokenCache(opts.TokenCacheSize, opts.Changes == nil),
+		changes:   opts.Changes,
 	}
 	for name, p := range opts.Providers {
 		if p.Endpoint == nil {
@@ -183,6 +195,14 @@ func New(opts Options) (*Broker, error) {
 		b.log = slog.New(slog.DiscardHandler)
 	}
 	return b, nil
+}
+
+// FollowChanges keeps the token cache coherent with other replicas' writes
+// until ctx ends. It does nothing without a change feed.
+func (b *Broker) FollowChanges(ctx context.Context) {
+	if b.changes != nil && b.cache != nil {
+		b.changes.FollowChanges(ctx, b)
+	}
 }
 
 // Owner is the name this broker takes leases under.

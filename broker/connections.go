@@ -189,9 +189,11 @@ func (b *Broker) DeleteConnection(ctx context.Context, id string) (revokeErr err
 	if p, ok := b.providers[c.Provider]; ok && p.CanRevoke {
 		revokeErr = b.revoke(ctx, p, &c)
 	}
+	b.cache.invalidate(id)
 	if err := b.store.DeleteConnection(ctx, id); err != nil {
 		return revokeErr, err
 	}
+	b.cache.invalidate(id)
 	b.forgetUnsaved(id)
 	b.log.InfoContext(ctx, "connection deleted", "connection", id, "provider", c.Provider)
 	b.emit(ctx, EventDeleted, &c, "")

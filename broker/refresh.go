@@ -27,6 +27,11 @@ type Token struct {
 // RetryAfter) when the provider is failing and the token cannot be renewed
 // yet; store.ErrUnavailable when the database cannot be reached.
 func (b *Broker) GetToken(ctx context.Context, id string) (Token, error) {
+	now := b.now()
+	if t, ok := b.cache.get(id, now); ok {
+		return t, nil
+	}
+	epoch := b.cache.begin()
 	c, err := b.store.GetConnection(ctx, id)
 	if err != nil {
 		return Token{}, err
@@ -35,9 +40,12 @@ func (b *Broker) GetToken(ctx context.Context, id string) (Token, error) {
 	if err != nil {
 		return Token{}, err
 	}
-	now := b.now()
 	if c.Status == store.StatusActive && usable(&c, now, p.RefreshWindow) {
-		return b.tokenOf(&c)
+		t, err := b.tokenOf(&c)
+		if err == nil {
+			b.cache.put(id, t, p.RefreshWindow, epoch)
+		}
+		return t, err
 	}
 	return b.refresh(ctx, id, onDemand, nil)
 }
@@ -229,6 +237,7 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, mode refreshMode,
 				old.ExpiresAt, old.ExpiryDefaulted = exp, false
 				return old, nil
 			})
+			b.cache.invalidate(id)
 			if err == nil {
 				saved = upd
 			}
@@ -346,6 +355,7 @@ func (b *Broker) saveRefreshed(ctx context.Context, c *store.Connection, p Provi
 			return row, nil
 		}
 	}
+	b.cache.invalidate(c.ID)
 	b.log.InfoContext(ctx, "token refreshed", "connection", c.ID, "provider", c.Provider, "rotated", rotated,
 		"expires_at", saved.ExpiresAt)
 	if wasFailing {
@@ -387,6 +397,7 @@ func (b *Broker) recordFailure(ctx context.Context, c *store.Connection, cause e
 		old.Failure = &f
 		return old, nil
 	})
+	b.cache.invalidate(c.ID)
 	if err != nil {
 		b.log.ErrorContext(ctx, "could not record refresh failure", "connection", c.ID, "error", err)
 		return
@@ -409,6 +420,7 @@ func (b *Broker) takeUnsaved(id string) *oauth.Token {
 }
 
 func (b *Broker) keepUnsaved(id string, t *oauth.Token) {
+	b.cache.invalidate(id)
 	b.unsavedMu.Lock()
 	b.unsaved[id] = t
 	b.unsavedMu.Unlock()

@@ -188,3 +188,25 @@ type Store interface {
 	Ping(ctx context.Context) error
 	Close() error
 }
+
+// ChangeHandler hears about connections written by any process.
+type ChangeHandler interface {
+	// ConnectionChanged: the connection with this id was created, updated
+	// (its version moved) or deleted.
+	ConnectionChanged(id string)
+	// ChangesFollowed: from now on every change is delivered.
+	ChangesFollowed()
+	// ChangesLost: the feed was interrupted; changes may be missed until
+	// the next ChangesFollowed.
+	ChangesLost()
+}
+
+// ChangeFeed is implemented by backends shared by several processes that
+// can tell each process about the others' writes (PostgreSQL: LISTEN/NOTIFY).
+// It lets a process cache what it read without serving it after another
+// replica replaced it.
+type ChangeFeed interface {
+	// FollowChanges delivers changes to h until ctx ends, reconnecting by
+	// itself; it returns when ctx is done.
+	FollowChanges(ctx context.Context, h ChangeHandler)
+}

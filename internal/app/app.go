@@ -30,6 +30,11 @@ import (
 // that states none and has no default_expires_in configured.
 const FallbackExpiresIn = time.Hour
 
+// TokenCacheSize bounds the broker's cache of valid access tokens: about
+// 300 bytes each, so the cache stays under a few megabytes however many
+// connections are stored.
+const TokenCacheSize = 10000
+
 // Options are what the process gives the app beyond the config file.
 type Options struct {
 	Logger *slog.Logger
@@ -159,7 +164,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		}
 	}
 
+	// With a database other processes share, the token cache is trusted
+	// only while the store's change feed follows their writes; SQLite is
+	// one process's own.
+	changes, _ := st.(store.ChangeFeed)
 	a.Broker, err = broker.New(broker.Options{
+		TokenCacheSize: TokenCacheSize,
+		Changes:        changes,
 		Store:          st,
 		Sealer:         keys,
 		Providers:      providers,
@@ -235,6 +246,9 @@ func (a *App) ServeListener(ctx context.Context, ln net.Listener, ready chan<- n
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
+	followCtx, stopFollowing := context.WithCancel(context.Background())
+	defer stopFollowing()
+	go a.Broker.FollowChanges(followCtx)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	a.log.Info("tokenbroker listening", "addr", ln.Addr().String(), "database", redactDSN(a.Config.Database))

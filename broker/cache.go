@@ -1,0 +1,117 @@
+package broker
+
+import (
+	"sync"
+	"time"
+)
+
+// tokenCache keeps recently handed-out access tokens so that a valid token
+// costs no database round trip. An entry is only ever served while the
+// token is valid beyond its provider's refresh window, and it is dropped on
+// every write this process makes to the connection.
+//
+// Writes by other processes are the hard part. With a shared database the
+// cache is trusted only while a [store.ChangeFeed] is delivering every
+// change: each notice drops the entry, and while the feed is down the cache
+// is off and empty. The window left is the notice's own latency (the
+// notice is sent when the writer commits); in that moment a replica may
+// still hand out the previous token, which was valid when cached and which
+// providers that keep old access tokens alive still accept; the proxy
+// refreshes and replays on a provider's stale-token answer either way.
+//
+// Races between a read and an invalidation are settled by an epoch: a
+// value read from the store is cached only if no invalidation happened
+// since the read began, so a stale row can never be cached after the write
+// that replaced it was announced.
+type tokenCache struct {
+	mu      sync.Mutex
+	entries map[string]cachedToken
+	max     int
+	epoch   uint64
+	enabled bool
+}
+
+type cachedToken struct {
+	token  Token
+	window time.Duration
+}
+
+func newTokenCache(max int, enabled bool) *tokenCache {
+	if max <= 0 {
+		return nil
+	}
+	return &tokenCache{entries: make(map[string]cachedToken, min(max, 1024)), max: max, enabled: enabled}
+}
+
+// get returns id's token if it is cached and valid beyond its window.
+func (c *tokenCache) get(id string, now time.Time) (Token, bool) {
+	if c == nil {
+		return Token{}, false
+	}
+	c.mu.Lock()
+	e, ok := c.entries[id]
+	c.mu.Unlock()
+	if !ok || !now.Add(e.window).Before(e.token.ExpiresAt) {
+		return Token{}, false
+	}
+	return e.token, true
+}
+
+// begin returns the epoch to hand to put after reading from the store.
+func (c *tokenCache) begin() uint64 {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.epoch
+}
+
+// put caches a token read at epoch, unless something was invalidated since.
+// Tokens of unknown expiry are not cached: nothing would ever expire them.
+func (c *tokenCache) put(id string, t Token, window time.Duration, epoch uint64) {
+	if c == nil || t.ExpiresAt.IsZero() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.enabled || c.epoch != epoch {
+		return
+	}
+	if _, ok := c.entries[id]; !ok && len(c.entries) >= c.max {
+		for k := range c.entries { // evict an arbitrary entry
+			delete(c.entries, k)
+			break
+		}
+	}
+	c.entries[id] = cachedToken{token: t, window: window}
+}
+
+// invalidate drops id's entry.
+func (c *tokenCache) invalidate(id string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.epoch++
+	delete(c.entries, id)
+	c.mu.Unlock()
+}
+
+// setEnabled turns the cache on or off; either way it starts empty.
+func (c *tokenCache) setEnabled(on bool) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.epoch++
+	c.enabled = on
+	clear(c.entries)
+	c.mu.Unlock()
+}
+
+// ConnectionChanged, ChangesFollowed and ChangesLost make the broker a
+// [store.ChangeHandler] for the store's change feed.
+func (b *Broker) ConnectionChanged(id string) { b.cache.invalidate(id) }
+func (b *Broker) ChangesFollowed()            { b.cache.setEnabled(true) }
+func (b *Broker) ChangesLost()                { b.cache.setEnabled(false) }

@@ -1,0 +1,65 @@
+package postgres
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/tokenbroker/tokenbroker/store"
+)
+
+// changesChannel is the NOTIFY channel of migration 0002's trigger.
+const changesChannel = "tokenbroker_connections"
+
+var _ store.ChangeFeed = (*Store)(nil)
+
+// FollowChanges delivers the id of every connection written by any replica
+// to h, from PostgreSQL's LISTEN/NOTIFY: a trigger announces every write
+// that moves a row's version, in the writing transaction, so the notice
+// arrives only once the write is visible. It holds one dedicated connection
+// (outside the pool) and reconnects with backoff when it drops, calling
+// h.ChangesLost first and h.ChangesFollowed once listening again. It
+// returns when ctx is done.
+func (s *Store) FollowChanges(ctx context.Context, h store.ChangeHandler) {
+	delay := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.listen(ctx, h)
+		h.ChangesLost()
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.WarnContext(ctx, "store/postgres: change feed interrupted; reconnecting", "error", s.fail(ctx, "listen", err), "retry_in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func (s *Store) listen(ctx context.Context, h store.ChangeHandler) error {
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+changesChannel); err != nil {
+		return err
+	}
+	h.ChangesFollowed()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		h.ConnectionChanged(n.Payload)
+	}
+}

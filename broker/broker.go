@@ -43,6 +43,10 @@ type Provider struct {
 	// RefreshTokenLifetime is the refresh token's lifetime when the
 	// provider documents one but does not send it.
 	RefreshTokenLifetime time.Duration
+	// RefreshIdleTimeout is how long the provider keeps an unused refresh
+	// token alive (Xero 30 days, Google 6 months); the scheduler refreshes
+	// before it passes. Zero: no such limit.
+	RefreshIdleTimeout time.Duration
 	// CanIntrospect and CanRevoke say whether the provider has those
 	// endpoints, so the broker does not call ones it knows are missing.
 	CanIntrospect bool
@@ -71,6 +75,12 @@ type Options struct {
 	// Events receives lifecycle events (refresh failed, reauth required,
 	// recovered, created, deleted); nil drops them.
 	Events EventSink
+	// GiveUpAfter turns transient failures that have lasted this long into
+	// needs_reauth: a connection that has not refreshed in days needs a
+	// person. Default 72h.
+	GiveUpAfter time.Duration
+	// Metrics observes refreshes; nil discards.
+	Metrics Metrics
 	// TokenCacheSize bounds the in-memory cache of valid access tokens that
 	// spares the database a read per request; 0 disables it.
 	TokenCacheSize int
@@ -81,21 +91,33 @@ type Options struct {
 	Changes store.ChangeFeed
 }
 
-// EventSink receives connection lifecycle events. Implementations must not
-// block for long: they run on the refresh path.
+// EventSink hears about connection lifecycle events in-process, after the
+// write that queued them in the store's outbox (which is what webhooks are
+// delivered from). Implementations must not block for long: they run on the
+// refresh path.
 type EventSink interface {
 	Emit(ctx context.Context, e Event)
 }
 
 // Event is a lifecycle change of one connection. It carries codes, never
 // tokens.
-type Event struct {
-	Type         string // connection.created, .deleted, .refresh_failed, .reauth_required, .recovered
-	ConnectionID string
-	Provider     string
-	Code         string // failure code, when there is one
-	At           time.Time
+type Event = store.Event
+
+// Metrics observes the broker's work. Implementations must be cheap and
+// safe for concurrent use.
+type Metrics interface {
+	// RefreshFinished reports one call to a provider's token endpoint and
+	// its outcome: "success", "transient" or "terminal".
+	RefreshFinished(provider, outcome string, d time.Duration)
+	// LeaseWaited reports how long a refresh waited for another holder of
+	// the connection's lease.
+	LeaseWaited(provider string, d time.Duration)
 }
+
+type noMetrics struct{}
+
+func (noMetrics) RefreshFinished(string, string, time.Duration) {}
+func (noMetrics) LeaseWaited(string, time.Duration)             {}
 
 // Event types.
 const (
@@ -119,6 +141,9 @@ type Broker struct {
 	rand      func() float64
 	log       *slog.Logger
 	events    EventSink
+
+	giveUpAfter time.Duration
+	metrics     Metrics
 
 	flights singleflight.Group
 	cache   *tokenCache
@@ -155,6 +180,14 @@ func New(opts Options) (*Broker, error) {
 		unsaved:   make(map[string]*oauth.Token),
 		cache:     newTokenCache(opts.TokenCacheSize, opts.Changes == nil),
 		changes:   opts.Changes,
+		giveUpAfter: opts.GiveUpAfter,
+		metrics:     opts.Metrics,
+	}
+	if b.giveUpAfter <= 0 {
+		b.giveUpAfter = 72 * time.Hour
+	}
+	if b.metrics == nil {
+		b.metrics = noMetrics{}
 	}
 	for name, p := range opts.Providers {
 		if p.Endpoint == nil {
@@ -214,11 +247,20 @@ func (b *Broker) Provider(name string) (Provider, bool) {
 	return p, ok
 }
 
-func (b *Broker) emit(ctx context.Context, typ string, c *store.Connection, code string) {
+// event builds a lifecycle event for c, to be queued with the write that
+// causes it and then passed to emit.
+func (b *Broker) event(typ string, c *store.Connection, code string) Event {
+	return Event{Type: typ, ConnectionID: c.ID, Provider: c.Provider, Code: code, At: b.now()}
+}
+
+// emit tells in-process listeners about events a write just queued.
+func (b *Broker) emit(ctx context.Context, events []Event) {
 	if b.events == nil {
 		return
 	}
-	b.events.Emit(ctx, Event{Type: typ, ConnectionID: c.ID, Provider: c.Provider, Code: code, At: b.now()})
+	for _, e := range events {
+		b.events.Emit(ctx, e)
+	}
 }
 
 // aad binds a sealed value to its connection and field, so a ciphertext

@@ -138,12 +138,15 @@ func (b *Broker) CreateConnection(ctx context.Context, in Import) (store.Connect
 			c.ExpiresAt, c.ExpiryDefaulted = exp, false
 		}
 	}
+	c.Events = []Event{b.event(EventCreated, &c, "")}
+	c.CreatedAt = now
+	c.NextRefreshAt = b.nextRefreshAt(&c, p)
 	created, err := b.store.CreateConnection(ctx, c)
 	if err != nil {
 		return store.Connection{}, err
 	}
 	b.log.InfoContext(ctx, "connection created", "connection", c.ID, "provider", c.Provider)
-	b.emit(ctx, EventCreated, &created, "")
+	b.emit(ctx, c.Events)
 	return created, nil
 }
 
@@ -189,14 +192,15 @@ func (b *Broker) DeleteConnection(ctx context.Context, id string) (revokeErr err
 	if p, ok := b.providers[c.Provider]; ok && p.CanRevoke {
 		revokeErr = b.revoke(ctx, p, &c)
 	}
+	deleted := []Event{b.event(EventDeleted, &c, "")}
 	b.cache.invalidate(id)
-	if err := b.store.DeleteConnection(ctx, id); err != nil {
+	if err := b.store.DeleteConnection(ctx, id, deleted...); err != nil {
 		return revokeErr, err
 	}
 	b.cache.invalidate(id)
 	b.forgetUnsaved(id)
 	b.log.InfoContext(ctx, "connection deleted", "connection", id, "provider", c.Provider)
-	b.emit(ctx, EventDeleted, &c, "")
+	b.emit(ctx, deleted)
 	return revokeErr, nil
 }
 

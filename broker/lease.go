@@ -32,6 +32,8 @@ func (b *Broker) acquireLease(ctx context.Context, id string, mode refreshMode, 
 		// Someone else is refreshing. Wait for their write or for their
 		// lease to lapse (a replica that died holding it), never calling
 		// the provider while it is live.
+		waitStart := time.Now()
+		defer func() { b.metrics.LeaseWaited(c.Provider, time.Since(waitStart)) }()
 		seen := c.Version
 		for {
 			if err := sleepCtx(ctx, delay); err != nil {

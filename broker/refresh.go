@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -68,10 +69,68 @@ func (b *Broker) RefreshConnection(ctx context.Context, id string, stale *string
 type refreshMode int
 
 const (
-	onDemand refreshMode = iota // the token is inside its refresh window
-	ifStale                     // a caller saw this token fail
-	forced                      // an operator asked for a refresh
+	onDemand  refreshMode = iota // the token is inside its refresh window
+	ifStale                      // a caller saw this token fail
+	forced                       // an operator asked for a refresh
+	scheduled                    // the scheduler found the connection due
 )
+
+// RefreshIfDue refreshes the connection if it is due: its token is inside
+// the refresh window, or its refresh token must be used to stay alive
+// (RefreshIdleTimeout). A connection cooling down after a failure, or
+// needing re-authentication, is not refreshed; its error is returned. The
+// scheduler calls this through the same single flight and lease as every
+// other refresh.
+func (b *Broker) RefreshIfDue(ctx context.Context, id string) error {
+	_, err := b.refresh(ctx, id, scheduled, nil)
+	return err
+}
+
+// nextRefreshAt is when the scheduler should refresh c: a jittered moment
+// before its refresh window opens, so tokens issued together are not all
+// refreshed in the same second, or before its refresh token would die of
+// disuse, whichever comes first. Zero when nothing is to be scheduled.
+func (b *Broker) nextRefreshAt(c *store.Connection, p Provider) time.Time {
+	if c.Status != store.StatusActive {
+		return time.Time{}
+	}
+	var next time.Time
+	if !c.ExpiresAt.IsZero() {
+		jitter := time.Duration(b.rand() * float64(p.RefreshWindow) / 2)
+		next = c.ExpiresAt.Add(-p.RefreshWindow - jitter)
+	}
+	if p.RefreshIdleTimeout > 0 && len(c.RefreshToken) > 0 {
+		last := c.LastRefreshAt
+		if last.IsZero() {
+			last = c.CreatedAt
+		}
+		if last.IsZero() {
+			last = b.now()
+		}
+		// Use the refresh token with a tenth of its idle life to spare.
+		keepAlive := last.Add(p.RefreshIdleTimeout - p.RefreshIdleTimeout/10)
+		if next.IsZero() || keepAlive.Before(next) {
+			next = keepAlive
+		}
+	}
+	if f := c.Failure; f != nil && next.Before(f.NextAttemptAt) {
+		next = f.NextAttemptAt
+	}
+	return next
+}
+
+// keepAliveDue reports whether c's refresh token should be used now to
+// keep it from dying of disuse.
+func keepAliveDue(c *store.Connection, p Provider, now time.Time) bool {
+	if p.RefreshIdleTimeout <= 0 || len(c.RefreshToken) == 0 {
+		return false
+	}
+	last := c.LastRefreshAt
+	if last.IsZero() {
+		last = c.CreatedAt
+	}
+	return !now.Before(last.Add(p.RefreshIdleTimeout - p.RefreshIdleTimeout/10))
+}
 
 // usable reports whether the stored access token can be handed out without
 // a refresh: present and not within window of its expiry. Unknown expiry is
@@ -172,7 +231,7 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, mode refreshMode,
 			return Token{}, err
 		case mode == forced:
 			// An operator's "refresh now" is the way to end a cooldown early.
-		case mode == onDemand && !c.ExpiresAt.IsZero() && now.Before(c.ExpiresAt):
+		case (mode == onDemand || mode == scheduled) && !c.ExpiresAt.IsZero() && now.Before(c.ExpiresAt):
 			// In a cooldown, a token that is still valid is served rather
 			// than failing a caller the provider would have accepted.
 			return b.tokenOf(c)
@@ -188,7 +247,7 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, mode refreshMode,
 	if refreshToken == "" || !canRefresh(c, now) {
 		// Nothing to refresh with. An access token that still works is
 		// served until it expires; then a person must reconnect.
-		if mode == onDemand && !c.ExpiresAt.IsZero() && now.Before(c.ExpiresAt) {
+		if (mode == onDemand || mode == scheduled) && !c.ExpiresAt.IsZero() && now.Before(c.ExpiresAt) {
 			return b.tokenOf(c)
 		}
 		code := oauth.CodeNoRefreshToken
@@ -204,7 +263,9 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, mode refreshMode,
 	// Step 5: call the provider, renewing the lease while it works.
 	stopRenew := b.renewLease(ctx, id)
 	callCtx, cancel := context.WithTimeout(ctx, b.timeout)
+	started := time.Now()
 	tok, err := p.Endpoint.Refresh(callCtx, refreshToken)
+	b.metrics.RefreshFinished(p.Name, outcome(err), time.Since(started))
 	cancel()
 	stopRenew()
 	if err != nil {
@@ -235,6 +296,7 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, mode refreshMode,
 					return old, store.ErrConflict // a newer token; its expiry is not ours to set
 				}
 				old.ExpiresAt, old.ExpiryDefaulted = exp, false
+				old.NextRefreshAt = b.nextRefreshAt(&old, p)
 				return old, nil
 			})
 			b.cache.invalidate(id)
@@ -244,6 +306,17 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, mode refreshMode,
 		}
 	}
 	return b.tokenOf(&saved)
+}
+
+func outcome(err error) string {
+	switch {
+	case err == nil:
+		return "success"
+	case oauth.Terminal(err):
+		return "terminal"
+	default:
+		return "transient"
+	}
 }
 
 // canServeCurrent reports whether the row's token answers this flight
@@ -256,6 +329,9 @@ func (b *Broker) canServeCurrent(c *store.Connection, mode refreshMode, stale *s
 	switch mode {
 	case onDemand:
 		return usable(c, now, window)
+	case scheduled:
+		p := b.providers[c.Provider]
+		return usable(c, now, window) && !keepAliveDue(c, p, now)
 	case ifStale:
 		return len(c.AccessToken) > 0 && !b.isStale(c, stale)
 	default:
@@ -330,6 +406,11 @@ func (b *Broker) saveRefreshed(ctx context.Context, c *store.Connection, p Provi
 		row.LastRefreshAt = now
 		row.Status = store.StatusActive
 		row.Failure = nil
+		row.Events = nil
+		if wasFailing {
+			row.Events = []Event{b.event(EventRecovered, &row, "")}
+		}
+		row.NextRefreshAt = b.nextRefreshAt(&row, p)
 		return row
 	}
 
@@ -359,14 +440,15 @@ func (b *Broker) saveRefreshed(ctx context.Context, c *store.Connection, p Provi
 	b.log.InfoContext(ctx, "token refreshed", "connection", c.ID, "provider", c.Provider, "rotated", rotated,
 		"expires_at", saved.ExpiresAt)
 	if wasFailing {
-		b.emit(ctx, EventRecovered, &saved, "")
+		b.emit(ctx, []Event{b.event(EventRecovered, &saved, "")})
 	}
 	return saved, nil
 }
 
 // recordFailure stores why a refresh failed and when to try again. A
 // terminal failure marks the connection needs_reauth, after which the
-// provider is not called for it again until it is reconnected.
+// provider is not called for it again until it is reconnected; so do
+// transient failures that have lasted longer than GiveUpAfter.
 func (b *Broker) recordFailure(ctx context.Context, c *store.Connection, cause error) {
 	now := b.now()
 	code, message, kind, retryAfter := "refresh_failed", "", oauth.KindTransient, time.Duration(0)
@@ -377,15 +459,24 @@ func (b *Broker) recordFailure(ctx context.Context, c *store.Connection, cause e
 	if code == "" {
 		code = "refresh_failed"
 	}
-	var becameTerminal bool
+	var queued []Event
 	updated, err := b.store.UpdateConnection(ctx, c.ID, func(old store.Connection) (store.Connection, error) {
 		f := store.Failure{Code: code, Message: message, Attempts: 1, FirstAt: now}
 		if old.Failure != nil {
 			f.Attempts = old.Failure.Attempts + 1
 			f.FirstAt = old.Failure.FirstAt
 		}
-		if kind == oauth.KindTerminal {
-			becameTerminal = old.Status != store.StatusNeedsReauth
+		terminal := kind == oauth.KindTerminal
+		if !terminal && now.Sub(f.FirstAt) >= b.giveUpAfter {
+			terminal = true
+			f.Message = fmt.Sprintf("refresh has failed since %s (%d attempts); last: %s",
+				f.FirstAt.UTC().Format(time.RFC3339), f.Attempts, message)
+		}
+		old.Events = nil
+		if terminal {
+			if old.Status != store.StatusNeedsReauth {
+				old.Events = []Event{b.event(EventReauthRequired, &old, code)}
+			}
 			old.Status = store.StatusNeedsReauth
 		} else {
 			wait := b.backoff.Delay(f.Attempts-1, b.rand())
@@ -393,8 +484,13 @@ func (b *Broker) recordFailure(ctx context.Context, c *store.Connection, cause e
 				wait = retryAfter
 			}
 			f.NextAttemptAt = now.Add(wait)
+			old.Events = []Event{b.event(EventRefreshFailed, &old, code)}
 		}
 		old.Failure = &f
+		if p, ok := b.providers[old.Provider]; ok {
+			old.NextRefreshAt = b.nextRefreshAt(&old, p)
+		}
+		queued = old.Events
 		return old, nil
 	})
 	b.cache.invalidate(c.ID)
@@ -403,12 +499,8 @@ func (b *Broker) recordFailure(ctx context.Context, c *store.Connection, cause e
 		return
 	}
 	b.log.WarnContext(ctx, "refresh failed", "connection", c.ID, "provider", c.Provider, "code", code,
-		"kind", kind.String(), "attempts", updated.Failure.Attempts)
-	if becameTerminal {
-		b.emit(ctx, EventReauthRequired, &updated, code)
-	} else if kind != oauth.KindTerminal {
-		b.emit(ctx, EventRefreshFailed, &updated, code)
-	}
+		"kind", kind.String(), "attempts", updated.Failure.Attempts, "status", updated.Status)
+	b.emit(ctx, queued)
 }
 
 func (b *Broker) takeUnsaved(id string) *oauth.Token {

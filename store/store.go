@@ -83,6 +83,11 @@ type Connection struct {
 
 	LastRefreshAt time.Time
 	LastUsedAt    time.Time
+	// NextRefreshAt is when the scheduler should next refresh this
+	// connection (ahead of its refresh window, with jitter, or to keep an
+	// idle refresh token alive); zero when there is nothing to schedule.
+	// The broker computes it on every write; backends index it.
+	NextRefreshAt time.Time
 	Failure       *Failure // nil when healthy
 	Metadata      json.RawMessage
 
@@ -98,6 +103,31 @@ type Connection struct {
 
 	CreatedAt time.Time
 	UpdatedAt time.Time
+
+	// Grant is how the connection's access token is renewed: "" with its
+	// refresh token (an imported or authorization-code grant), or
+	// [GrantClientCredentials]: the broker asks the token endpoint for a new
+	// token with the client's own credentials (RFC 6749 §4.4).
+	Grant string
+
+	// Events are queued for delivery (webhooks) in the same transaction as
+	// the write that carries them (CreateConnection, CompareAndSwap, the
+	// row returned by UpdateConnection's update), so a crash can never
+	// record the change but lose its event. They are not read back.
+	Events []Event
+}
+
+// Event is a connection lifecycle event queued in the store's outbox. It
+// carries codes, never tokens.
+type Event struct {
+	// ID identifies the event to receivers for deduplication; the store
+	// assigns one when empty.
+	ID           string
+	Type         string // connection.created, .deleted, .refresh_failed, .reauth_required, .recovered
+	ConnectionID string
+	Provider     string
+	Code         string // failure code, when there is one
+	At           time.Time
 }
 
 // ListOptions filters and pages [Store.ListConnections].
@@ -157,8 +187,9 @@ type Store interface {
 	// when the version moved on, ErrNotFound when the row is gone. Lease
 	// fields are not changed.
 	CompareAndSwap(ctx context.Context, c Connection) (Connection, error)
-	// DeleteConnection returns ErrNotFound if there is no such id.
-	DeleteConnection(ctx context.Context, id string) error
+	// DeleteConnection returns ErrNotFound if there is no such id. events
+	// are queued in the same transaction as the delete.
+	DeleteConnection(ctx context.Context, id string, events ...Event) error
 	// ListConnections returns a page of connections ordered by id.
 	ListConnections(ctx context.Context, opts ListOptions) (Page, error)
 
@@ -209,4 +240,56 @@ type ChangeFeed interface {
 	// FollowChanges delivers changes to h until ctx ends, reconnecting by
 	// itself; it returns when ctx is done.
 	FollowChanges(ctx context.Context, h ChangeHandler)
+}
+
+// GrantClientCredentials marks a [Connection] that holds a client-credentials
+// token (RFC 6749 §4.4): it has no refresh token and is renewed by asking
+// again.
+const GrantClientCredentials = "client_credentials"
+
+// ConnectSession is one pending authorization-code flow: the link an admin
+// hands to the person who will grant access. Sessions are short-lived and
+// single use.
+type ConnectSession struct {
+	// ID is random (at least 128 bits): holding it is the right to complete
+	// the flow, so it is the capability in the connect link.
+	ID           string
+	ConnectionID string
+	Provider     string
+	// RedirectURL is where the browser goes when the flow ends; "" shows a
+	// page instead.
+	RedirectURL string
+	// Scopes are requested on top of the provider's own.
+	Scopes []string
+	// StateHash is the SHA-256 of the state parameter sent to the provider
+	// when the link was opened; nil until then. Opening the link again
+	// replaces it, so only the latest authorization request can complete.
+	StateHash []byte
+	// Verifier is the PKCE code verifier (RFC 7636 §4.1), sealed by the
+	// caller; nil until the link is opened.
+	Verifier  []byte
+	ExpiresAt time.Time
+	CreatedAt time.Time
+}
+
+// ConnectSessions keeps pending connect flows where every replica can see
+// them: the callback may reach another replica than the one that started
+// the flow. Both backends implement it.
+type ConnectSessions interface {
+	// CreateConnectSession stores s; a zero CreatedAt is set to the store's
+	// now. Returns ErrAlreadyExists if the id is taken.
+	CreateConnectSession(ctx context.Context, s ConnectSession) error
+	// BeginConnectSession records the state hash and sealed verifier of a
+	// new authorization request on session id, replacing earlier ones, and
+	// returns the session. Returns ErrNotFound if there is no such session
+	// (never created, consumed, or deleted as expired).
+	BeginConnectSession(ctx context.Context, id string, stateHash, verifier []byte) (ConnectSession, error)
+	// ConsumeConnectSession deletes the session whose state hash is
+	// stateHash and returns it, atomically: of two concurrent calls one
+	// gets the session and the other ErrNotFound. Expired sessions are
+	// consumed too; the caller checks ExpiresAt.
+	ConsumeConnectSession(ctx context.Context, stateHash []byte) (ConnectSession, error)
+	// DeleteExpiredConnectSessions deletes sessions that expired before
+	// now and returns how many.
+	DeleteExpiredConnectSessions(ctx context.Context, now time.Time) (int, error)
 }

@@ -262,7 +262,7 @@ func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection) (store.C
 }
 
 // DeleteConnection returns [store.ErrNotFound] if there is no such id.
-func (s *Store) DeleteConnection(ctx context.Context, id string) error {
+func (s *Store) DeleteConnection(ctx context.Context, id string, events ...store.Event) error {
 	if !storableID(id) {
 		return notFound(id)
 	}

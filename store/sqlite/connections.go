@@ -231,7 +231,7 @@ func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection) (store.C
 }
 
 // DeleteConnection returns [store.ErrNotFound] if there is no such id.
-func (s *Store) DeleteConnection(ctx context.Context, id string) error {
+func (s *Store) DeleteConnection(ctx context.Context, id string, events ...store.Event) error {
 	res, err := s.w.ExecContext(ctx, `DELETE FROM connections WHERE id = ?`, id)
 	if err != nil {
 		return s.fail(ctx, fmt.Sprintf("delete connection %q", id), err)

@@ -87,9 +87,9 @@ func parse(name string, args []string, extra func(*flag.FlagSet)) (opts, error) 
 
 // proc is a child process that printed the address it listens on.
 type proc struct {
-	cmd  *exec.Cmd
-	addr string
-	out  *bytes.Buffer // stdout, for the bootstrap API key
+	cmd   *exec.Cmd
+	addr  string
+	lines chan string // stdout, for the bootstrap API key
 }
 
 var addrRe = regexp.MustCompile(`(?:addr=|listening on )"?(127\.0\.0\.1:\d+)`)
@@ -104,15 +104,12 @@ func start(env []string, name string, args ...string) (*proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &proc{cmd: cmd, out: &bytes.Buffer{}}
+	p := &proc{cmd: cmd}
 	found := make(chan string, 2)
-	scan := func(r io.Reader, keep bool) {
+	scan := func(r io.Reader) {
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			line := sc.Text()
-			if keep {
-				p.out.WriteString(line + "\n")
-			}
 			if m := addrRe.FindStringSubmatch(line); m != nil {
 				select {
 				case found <- m[1]:
@@ -121,8 +118,8 @@ func start(env []string, name string, args ...string) (*proc, error) {
 			}
 		}
 	}
-	go scan(stdout, true)
-	go scan(stderr, false)
+	go scan(stdout)
+	go scan(stderr)
 	select {
 	case p.addr = <-found:
 		return p, nil
@@ -130,6 +127,38 @@ func start(env []string, name string, args ...string) (*proc, error) {
 		p.stop()
 		return nil, fmt.Errorf("%s did not report its address", name)
 	}
+}
+
+// startWithHealth runs a server child that listens on addr and waits for
+// its /healthz to answer. Its stdout lines arrive on p.lines.
+func startWithHealth(env []string, addr, name string, args ...string) (*proc, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proc{cmd: cmd, addr: addr, lines: make(chan string, 64)}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			select {
+			case p.lines <- sc.Text():
+			default: // nobody reads past the first lines
+			}
+		}
+	}()
+	for range 300 {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return p, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.stop()
+	return nil, fmt.Errorf("%s did not become healthy on %s", name, addr)
 }
 
 func (p *proc) stop() {
@@ -152,7 +181,15 @@ func startBroker(bin, upstream string) (*proc, string, func(), error) {
 	if err != nil {
 		return nil, "", nil, err
 	}
-	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+	// Logging stays at warn so the run measures serving, not logging; the
+	// address is chosen here because no info line will announce it.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := fmt.Sprintf(`listen: %[3]s
 data_dir: %[1]s
 database: sqlite:%[1]s/tokenbroker.db
 encryption_keys_file: %[1]s/keys
@@ -163,29 +200,30 @@ providers:
     client_id: bench
     client_secret_env: TBBENCH_CLIENT_SECRET
     api_base_url: http://%[2]s/api
-`, dir, upstream)
+`, dir, upstream, addr)
 	path := filepath.Join(dir, "tokenbroker.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, "", nil, err
 	}
-	p, err := start([]string{"TBBENCH_CLIENT_SECRET=bench-secret"}, bin, "serve", "--config", path)
+	p, err := startWithHealth([]string{"TBBENCH_CLIENT_SECRET=bench-secret"}, addr, bin, "serve", "--config", path)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, "", nil, err
 	}
+	// The bootstrap key is printed before the server listens.
 	var key string
-	for range 100 {
-		if key = keyRe.FindString(p.out.String()); key != "" {
-			break
+	timeout := time.After(10 * time.Second)
+	for key == "" {
+		select {
+		case line := <-p.lines:
+			key = keyRe.FindString(line)
+		case <-timeout:
+			p.stop()
+			os.RemoveAll(dir)
+			return nil, "", nil, errors.New("tokenbroker printed no bootstrap API key")
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	cleanup := func() { p.stop(); os.RemoveAll(dir) }
-	if key == "" {
-		cleanup()
-		return nil, "", nil, errors.New("tokenbroker printed no bootstrap API key")
-	}
-	return p, key, cleanup, nil
+	return p, key, func() { p.stop(); os.RemoveAll(dir) }, nil
 }
 
 func importConn(c *http.Client, addr, key, id string) error {

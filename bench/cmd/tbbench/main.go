@@ -4,6 +4,8 @@
 //	tbbench token -bin ./tokenbroker   GET …/token vs a bare net/http JSON handler
 //	tbbench proxy -bin ./tokenbroker   /v1/proxy vs direct vs httputil.ReverseProxy
 //	tbbench rss   -bin ./tokenbroker   resident memory with N imported connections
+//	tbbench storm -bin ./tokenbroker -pg postgres://…   300 callers on an expired token,
+//	                                   one SQLite process vs three PostgreSQL replicas
 //
 // The commands in BENCHMARKS.md build the binary and run these. Every
 // request goes to 127.0.0.1 and every run is bounded in time.
@@ -28,6 +30,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/bench/load"
@@ -46,6 +49,8 @@ func main() {
 		err = benchProxy(os.Args[2:])
 	case "rss":
 		err = benchRSS(os.Args[2:])
+	case "storm":
+		err = benchStorm(os.Args[2:])
 	// Helper processes, started by the benchmarks themselves.
 	case "serve-static":
 		err = serveStatic(os.Args[2:])
@@ -174,12 +179,26 @@ func (p *proc) stop() {
 
 var keyRe = regexp.MustCompile(`tbk_[A-Za-z0-9_-]+`)
 
-// broker starts tokenbroker with a provider whose token endpoint and API
-// live on upstream, and returns it with its bootstrap admin key.
-func startBroker(bin, upstream string) (*proc, string, func(), error) {
+// brokerOpts says how to run one tokenbroker process.
+type brokerOpts struct {
+	database string // "" for SQLite in the process's own directory
+	keysFile string // "" for a new key file; replicas must share one
+	wantKey  bool   // expect a bootstrap admin key on stdout (empty store)
+}
+
+// startBroker starts tokenbroker with a provider whose token endpoint and
+// API live on upstream, and returns it with its bootstrap admin key when
+// o.wantKey is set.
+func startBroker(bin, upstream string, o brokerOpts) (*proc, string, func(), error) {
 	dir, err := os.MkdirTemp("", "tbbench-")
 	if err != nil {
 		return nil, "", nil, err
+	}
+	if o.database == "" {
+		o.database = "sqlite:" + dir + "/tokenbroker.db"
+	}
+	if o.keysFile == "" {
+		o.keysFile = dir + "/keys"
 	}
 	// Logging stays at warn so the run measures serving, not logging; the
 	// address is chosen here because no info line will announce it.
@@ -191,8 +210,8 @@ func startBroker(bin, upstream string) (*proc, string, func(), error) {
 	ln.Close()
 	cfg := fmt.Sprintf(`listen: %[3]s
 data_dir: %[1]s
-database: sqlite:%[1]s/tokenbroker.db
-encryption_keys_file: %[1]s/keys
+database: %[4]s
+encryption_keys_file: %[5]s
 log_level: warn
 providers:
   - name: bench
@@ -200,7 +219,7 @@ providers:
     client_id: bench
     client_secret_env: TBBENCH_CLIENT_SECRET
     api_base_url: http://%[2]s/api
-`, dir, upstream, addr)
+`, dir, upstream, addr, o.database, o.keysFile)
 	path := filepath.Join(dir, "tokenbroker.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, "", nil, err
@@ -210,6 +229,10 @@ providers:
 		os.RemoveAll(dir)
 		return nil, "", nil, err
 	}
+	cleanup := func() { p.stop(); os.RemoveAll(dir) }
+	if !o.wantKey {
+		return p, "", cleanup, nil
+	}
 	// The bootstrap key is printed before the server listens.
 	var key string
 	timeout := time.After(10 * time.Second)
@@ -218,12 +241,11 @@ providers:
 		case line := <-p.lines:
 			key = keyRe.FindString(line)
 		case <-timeout:
-			p.stop()
-			os.RemoveAll(dir)
+			cleanup()
 			return nil, "", nil, errors.New("tokenbroker printed no bootstrap API key")
 		}
 	}
-	return p, key, func() { p.stop(); os.RemoveAll(dir) }, nil
+	return p, key, cleanup, nil
 }
 
 func importConn(c *http.Client, addr, key, id string) error {
@@ -257,7 +279,10 @@ func self() string {
 }
 
 func benchToken(args []string) error {
-	o, err := parse("token", args, nil)
+	var pgDSN string
+	o, err := parse("token", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&pgDSN, "pg", "", "also measure a broker on this PostgreSQL database (postgres://…)")
+	})
 	if err != nil {
 		return err
 	}
@@ -266,7 +291,7 @@ func benchToken(args []string) error {
 		return err
 	}
 	defer up.stop()
-	tb, key, cleanup, err := startBroker(o.bin, up.addr)
+	tb, key, cleanup, err := startBroker(o.bin, up.addr, brokerOpts{wantKey: true})
 	if err != nil {
 		return err
 	}
@@ -304,9 +329,22 @@ func benchToken(args []string) error {
 		{"bare net/http JSON handler", "http://" + base.addr + "/", ""},
 		{"tokenbroker GET …/token", tokenURL, key},
 	}
+	if pgDSN != "" {
+		pg, pgKey, pgCleanup, err := startBroker(o.bin, up.addr, brokerOpts{database: pgDSN, wantKey: true})
+		if err != nil {
+			return err
+		}
+		defer pgCleanup()
+		if err := importConn(c, pg.addr, pgKey, "c1"); err != nil {
+			return err
+		}
+		targets[1].name = "tokenbroker on SQLite"
+		targets = append(targets, target{"tokenbroker on PostgreSQL", "http://" + pg.addr + "/v1/connections/c1/token", pgKey})
+	}
 	results := runRounds(c, o, targets)
-	ratio := results[1].RPS() / results[0].RPS()
-	fmt.Printf("tokenbroker/bare throughput: %.0f%%\n", ratio*100)
+	for _, r := range results[1:] {
+		fmt.Printf("%s / bare throughput: %.0f%%\n", r.Name, r.RPS()/results[0].RPS()*100)
+	}
 	return nil
 }
 
@@ -357,7 +395,7 @@ func benchProxy(args []string) error {
 		return err
 	}
 	defer rp.stop()
-	tb, key, cleanup, err := startBroker(o.bin, up.addr)
+	tb, key, cleanup, err := startBroker(o.bin, up.addr, brokerOpts{wantKey: true})
 	if err != nil {
 		return err
 	}
@@ -389,7 +427,7 @@ func benchRSS(args []string) error {
 		return err
 	}
 	defer up.stop()
-	tb, key, cleanup, err := startBroker(o.bin, up.addr)
+	tb, key, cleanup, err := startBroker(o.bin, up.addr, brokerOpts{wantKey: true})
 	if err != nil {
 		return err
 	}
@@ -491,12 +529,17 @@ func serveUpstream(args []string) error {
 	if err != nil {
 		return err
 	}
+	fs := flag.NewFlagSet("serve-upstream", flag.ContinueOnError)
+	latency := fs.Duration("latency", 0, "token endpoint latency")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 	item := []byte(`{"items":[{"id":1,"name":"first"},{"id":2,"name":"second"}],"next":null}`)
+	prov := newRotatingProvider(*latency)
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /token", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"access_token":"bench-access-%d","token_type":"Bearer","expires_in":3600}`, time.Now().UnixNano())
-	})
+	mux.HandleFunc("POST /token", prov.token)
+	mux.HandleFunc("POST /issue", prov.issue)
+	mux.HandleFunc("GET /stats", prov.stats)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") == "" {
 			w.WriteHeader(http.StatusUnauthorized)
@@ -507,6 +550,229 @@ func serveUpstream(args []string) error {
 	})
 	return http.Serve(ln, mux)
 }
+
+// rotatingProvider is a token endpoint that rotates refresh tokens on
+// every use and, like ORY Hydra or Auth0, revokes the whole chain when a
+// spent one is replayed: a double spend shows up in its stats.
+type rotatingProvider struct {
+	latency time.Duration
+	mu      sync.Mutex
+	live    map[string]bool // refresh tokens that may be used
+	spent   map[string]bool
+	n       int
+	refresh int
+	reuse   int
+}
+
+func newRotatingProvider(latency time.Duration) *rotatingProvider {
+	return &rotatingProvider{latency: latency, live: map[string]bool{}, spent: map[string]bool{}}
+}
+
+func (p *rotatingProvider) pair() (string, string) {
+	p.n++
+	rt := fmt.Sprintf("bench-refresh-%d-%d", time.Now().UnixNano(), p.n)
+	p.live[rt] = true
+	return fmt.Sprintf("bench-access-%d-%d", time.Now().UnixNano(), p.n), rt
+}
+
+// issue hands out a fresh grant, as an authorization code exchange would.
+func (p *rotatingProvider) issue(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	at, rt := p.pair()
+	p.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]string{"access_token": at, "refresh_token": rt})
+}
+
+func (p *rotatingProvider) token(w http.ResponseWriter, r *http.Request) {
+	if p.latency > 0 {
+		time.Sleep(p.latency)
+	}
+	_ = r.ParseForm()
+	w.Header().Set("Content-Type", "application/json")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r.Form.Get("grant_type") != "refresh_token" {
+		at, _ := p.pair()
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, at)
+		return
+	}
+	p.refresh++
+	rt := r.Form.Get("refresh_token")
+	if !p.live[rt] {
+		if p.spent[rt] {
+			p.reuse++
+		}
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, `{"error":"invalid_grant"}`)
+		return
+	}
+	delete(p.live, rt)
+	p.spent[rt] = true
+	at, next := p.pair()
+	fmt.Fprintf(w, `{"access_token":%q,"refresh_token":%q,"token_type":"Bearer","expires_in":3600}`, at, next)
+}
+
+func (p *rotatingProvider) stats(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	json.NewEncoder(w).Encode(map[string]int{"refreshes": p.refresh, "reuse": p.reuse})
+}
+
+type providerStats struct{ Refreshes, Reuse int }
+
+func getStats(c *http.Client, upstream string) (providerStats, error) {
+	var st providerStats
+	resp, err := c.Get("http://" + upstream + "/stats")
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	return st, err
+}
+
+// benchStorm: a connection whose access token has expired, 300 concurrent
+// callers, on one SQLite process and on three PostgreSQL replicas.
+func benchStorm(args []string) error {
+	var (
+		pgDSN   string
+		callers int
+		latency time.Duration
+	)
+	o, err := parse("storm", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&pgDSN, "pg", "", "PostgreSQL database for the three-replica run (postgres://…)")
+		fs.IntVar(&callers, "callers", 300, "concurrent callers per storm")
+		fs.DurationVar(&latency, "latency", 20*time.Millisecond, "the provider's token endpoint latency")
+	})
+	if err != nil {
+		return err
+	}
+	if o.rounds < 20 {
+		o.rounds = 20
+	}
+	up, err := start(nil, self(), "serve-upstream", "-latency", latency.String())
+	if err != nil {
+		return err
+	}
+	defer up.stop()
+	c := load.Client(callers)
+
+	type setup struct {
+		name  string
+		addrs []string
+		key   string
+	}
+	var setups []setup
+	sq, key, cleanup, err := startBroker(o.bin, up.addr, brokerOpts{wantKey: true})
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	setups = append(setups, setup{"SQLite, 1 process", []string{sq.addr}, key})
+	if pgDSN != "" {
+		keysDir, err := os.MkdirTemp("", "tbbench-keys-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(keysDir)
+		keys := filepath.Join(keysDir, "keys")
+		var addrs []string
+		var pgKey string
+		for i := range 3 {
+			p, k, cl, err := startBroker(o.bin, up.addr, brokerOpts{database: pgDSN, keysFile: keys, wantKey: i == 0})
+			if err != nil {
+				return err
+			}
+			defer cl()
+			if i == 0 {
+				pgKey = k
+			}
+			addrs = append(addrs, p.addr)
+		}
+		setups = append(setups, setup{"PostgreSQL, 3 replicas", addrs, pgKey})
+	}
+	fmt.Printf("Storm: %d concurrent GET …/token on an expired token, provider latency %v, %d storms per setup\n", callers, latency, o.rounds)
+	for _, st := range setups {
+		before, err := getStats(c, up.addr)
+		if err != nil {
+			return err
+		}
+		var waits []time.Duration
+		bad := 0
+		for round := range o.rounds {
+			id := fmt.Sprintf("storm-%d-%d", time.Now().UnixNano(), round)
+			resp, err := c.Post("http://"+up.addr+"/issue", "", nil)
+			if err != nil {
+				return err
+			}
+			var grant map[string]string
+			json.NewDecoder(resp.Body).Decode(&grant)
+			resp.Body.Close()
+			body, _ := json.Marshal(map[string]any{"id": id, "provider": "bench",
+				"access_token": grant["access_token"], "refresh_token": grant["refresh_token"],
+				"expires_at": time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)})
+			req, _ := http.NewRequest(http.MethodPost, "http://"+st.addrs[0]+"/v1/connections", bytes.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+st.key)
+			resp, err = c.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusCreated {
+				return fmt.Errorf("import: %s", resp.Status)
+			}
+			var mu sync.Mutex
+			tokens := map[string]int{}
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					req, _ := http.NewRequest(http.MethodGet, "http://"+st.addrs[i%len(st.addrs)]+"/v1/connections/"+id+"/token", nil)
+					req.Header.Set("Authorization", "Bearer "+st.key)
+					<-start
+					t0 := time.Now()
+					resp, err := c.Do(req)
+					d := time.Since(t0)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						bad++
+						return
+					}
+					var tok map[string]any
+					json.NewDecoder(resp.Body).Decode(&tok)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						bad++
+						return
+					}
+					tokens[fmt.Sprint(tok["access_token"])]++
+					waits = append(waits, d)
+				}()
+			}
+			close(start)
+			wg.Wait()
+			if len(tokens) != 1 {
+				bad++
+			}
+		}
+		after, err := getStats(c, up.addr)
+		if err != nil {
+			return err
+		}
+		slices.Sort(waits)
+		r := load.Result{Latencies: waits}
+		fmt.Printf("  %-24s provider refreshes %d for %d storms (reuse %d)  wait p50 %.1fms p99 %.1fms max %.1fms  failed callers or split storms %d\n",
+			st.name, after.Refreshes-before.Refreshes, o.rounds, after.Reuse-before.Reuse,
+			ms(r.Quantile(0.5)), ms(r.Quantile(0.99)), ms(r.Quantile(1)), bad)
+	}
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func serveRevProxy(args []string) error {
 	fs := flag.NewFlagSet("serve-revproxy", flag.ContinueOnError)

@@ -248,6 +248,21 @@ providers:
 	return p, key, cleanup, nil
 }
 
+// startPair starts the bench provider and one SQLite tokenbroker in front
+// of it; cleanup stops both.
+func startPair(bin string) (up, tb *proc, key string, cleanup func(), err error) {
+	up, err = start(nil, self(), "serve-upstream")
+	if err != nil {
+		return nil, nil, "", nil, err
+	}
+	tb, key, stopBroker, err := startBroker(bin, up.addr, brokerOpts{wantKey: true})
+	if err != nil {
+		up.stop()
+		return nil, nil, "", nil, err
+	}
+	return up, tb, key, func() { stopBroker(); up.stop() }, nil
+}
+
 func importConn(c *http.Client, addr, key, id string) error {
 	body, _ := json.Marshal(map[string]any{
 		"id": id, "provider": "bench",
@@ -286,12 +301,7 @@ func benchToken(args []string) error {
 	if err != nil {
 		return err
 	}
-	up, err := start(nil, self(), "serve-upstream")
-	if err != nil {
-		return err
-	}
-	defer up.stop()
-	tb, key, cleanup, err := startBroker(o.bin, up.addr, brokerOpts{wantKey: true})
+	up, tb, key, cleanup, err := startPair(o.bin)
 	if err != nil {
 		return err
 	}
@@ -385,21 +395,16 @@ func benchProxy(args []string) error {
 	if err != nil {
 		return err
 	}
-	up, err := start(nil, self(), "serve-upstream")
+	up, tb, key, cleanup, err := startPair(o.bin)
 	if err != nil {
 		return err
 	}
-	defer up.stop()
+	defer cleanup()
 	rp, err := start(nil, self(), "serve-revproxy", "-target", "http://"+up.addr)
 	if err != nil {
 		return err
 	}
 	defer rp.stop()
-	tb, key, cleanup, err := startBroker(o.bin, up.addr, brokerOpts{wantKey: true})
-	if err != nil {
-		return err
-	}
-	defer cleanup()
 	c := load.Client(o.concurrency)
 	if err := importConn(c, tb.addr, key, "c1"); err != nil {
 		return err
@@ -422,12 +427,7 @@ func benchRSS(args []string) error {
 	if err != nil {
 		return err
 	}
-	up, err := start(nil, self(), "serve-upstream")
-	if err != nil {
-		return err
-	}
-	defer up.stop()
-	tb, key, cleanup, err := startBroker(o.bin, up.addr, brokerOpts{wantKey: true})
+	_, tb, key, cleanup, err := startPair(o.bin)
 	if err != nil {
 		return err
 	}

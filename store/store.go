@@ -2,6 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"time"
@@ -242,6 +245,27 @@ type ChangeFeed interface {
 	FollowChanges(ctx context.Context, h ChangeHandler)
 }
 
+// CountedFailing is the status [ConnectionCounter] reports for active
+// connections with a recorded [Failure]: they still serve their token but
+// their refreshes are failing and backing off. They are not also counted as
+// active, so the counts of one provider add up to its connections.
+const CountedFailing = "failing"
+
+// ConnectionGroup is one provider and status of [ConnectionCounter].
+type ConnectionGroup struct {
+	Provider string
+	// Status is a [Status] or [CountedFailing].
+	Status string
+}
+
+// ConnectionCounter counts connections for monitoring (the connections
+// gauge of the metrics). Both backends implement it.
+type ConnectionCounter interface {
+	// CountConnections returns the number of connections per provider and
+	// status; groups without connections are absent.
+	CountConnections(ctx context.Context) (map[ConnectionGroup]int, error)
+}
+
 // GrantClientCredentials marks a [Connection] that holds a client-credentials
 // token (RFC 6749 §4.4): it has no refresh token and is renewed by asking
 // again.
@@ -292,4 +316,85 @@ type ConnectSessions interface {
 	// DeleteExpiredConnectSessions deletes sessions that expired before
 	// now and returns how many.
 	DeleteExpiredConnectSessions(ctx context.Context, now time.Time) (int, error)
+}
+
+// Claim is one due connection handed to a scheduler by
+// [Scheduling.ClaimDue].
+type Claim struct {
+	ID       string
+	Provider string
+	// NextRefreshAt is when the connection became due; now minus it is how
+	// late the scheduler is.
+	NextRefreshAt time.Time
+}
+
+// Scheduling lets background schedulers, one per replica, share the
+// connections that are due for a refresh without a coordinator. Both
+// backends implement it.
+type Scheduling interface {
+	// ClaimDue claims up to limit active connections whose NextRefreshAt
+	// is at or before now, oldest first, for owner until now+claimTTL, and
+	// returns them. A claimed connection is not returned again, to any
+	// owner, until its claim lapses; a write by the broker does not end the
+	// claim, but it moves NextRefreshAt, which decides whether the
+	// connection is due again. Concurrent callers never get the same
+	// connection.
+	ClaimDue(ctx context.Context, owner string, now time.Time, limit int, claimTTL time.Duration) ([]Claim, error)
+	// OldestDue returns the earliest NextRefreshAt at or before now among
+	// active connections, claimed or not; ok is false when none is due.
+	OldestDue(ctx context.Context, now time.Time) (oldest time.Time, ok bool, err error)
+}
+
+// Delivery is one [Event] on its way to one webhook endpoint.
+type Delivery struct {
+	Event    Event
+	Endpoint string
+	// Attempt counts the claims of this delivery, this one included: 1 on
+	// the first try. A claim whose owner died before acking counts too.
+	Attempt int
+}
+
+// Outbox holds the events queued by connection writes ([Connection.Events],
+// [Store.DeleteConnection]) until every webhook endpoint has them, and keeps
+// them afterwards as each connection's recent history. Endpoints are
+// configuration, not schema: an event becomes one delivery per endpoint
+// when a dispatcher first claims it (fan-out), for the endpoints that
+// dispatcher names. Both backends implement it.
+type Outbox interface {
+	// ClaimDeliveries fans events not yet fanned out to endpoints, then
+	// claims up to limit deliveries to those endpoints that are pending and
+	// due at now, for owner until now+lease. Of concurrent claimers, in one
+	// process or several, at most one gets a delivery while its claim lives;
+	// a delivery whose claim lapses (its owner died) is due again. With no
+	// endpoints it does nothing, so events wait to be fanned out.
+	ClaimDeliveries(ctx context.Context, owner string, endpoints []string, now time.Time, limit int, lease time.Duration) ([]Delivery, error)
+	// AckDelivery marks a delivery delivered, whoever holds its claim: the
+	// receiver has the event. Acking twice is a no-op. Returns ErrNotFound
+	// if there is no such delivery.
+	AckDelivery(ctx context.Context, eventID, endpoint string) error
+	// RetryDelivery records a failed attempt and makes the delivery due
+	// again at next. Returns ErrConflict if owner no longer holds the claim
+	// (another claimer took it over, or it was acked), ErrNotFound if there
+	// is no such delivery.
+	RetryDelivery(ctx context.Context, eventID, endpoint, owner string, next time.Time, lastError string) error
+	// AbandonDelivery gives a delivery up: it is never tried again. Errors
+	// as for RetryDelivery.
+	AbandonDelivery(ctx context.Context, eventID, endpoint, owner, lastError string) error
+	// OutboxBacklog counts deliveries neither delivered nor abandoned.
+	OutboxBacklog(ctx context.Context) (int, error)
+	// ConnectionEvents returns up to limit of the connection's most recent
+	// events, newest first, also after the connection was deleted.
+	ConnectionEvents(ctx context.Context, connectionID string, limit int) ([]Event, error)
+	// PruneOutbox deletes the events that happened before before, with
+	// their deliveries, and returns how many events it deleted.
+	PruneOutbox(ctx context.Context, before time.Time) (int, error)
+}
+
+// NewEventID returns a new event id: "evt_", then at in unix milliseconds
+// and 80 random bits, in fixed-width hex, so ids sort by time.
+func NewEventID(at time.Time) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(at.UnixMilli())<<16)
+	_, _ = rand.Read(b[6:])
+	return "evt_" + hex.EncodeToString(b[:])
 }

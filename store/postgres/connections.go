@@ -20,7 +20,7 @@ import (
 const connectionColumns = `id, provider, status, access_token, refresh_token, token_type, scope,
 	expires_at, expiry_defaulted, refresh_expires_at, refresh_hard_expires_at,
 	last_refresh_at, last_used_at, failure, metadata, version,
-	lease_owner, lease_until, created_at, updated_at`
+	lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at`
 
 // dataColumns are the caller-owned columns, in the order of dataArgs; in
 // statements they are parameters $2 to $15, after the id.
@@ -124,6 +124,7 @@ func scanConnection(row pgx.Row) (store.Connection, error) {
 		c                                                                       store.Connection
 		status                                                                  string
 		expires, refreshExpires, refreshHard, lastRefresh, lastUsed, leaseUntil pgtype.Timestamptz
+		nextRefresh                                                             pgtype.Timestamptz
 		created, updated                                                        time.Time
 		failure, metadata                                                       []byte
 		leaseOwner                                                              pgtype.Text
@@ -131,7 +132,7 @@ func scanConnection(row pgx.Row) (store.Connection, error) {
 	err := row.Scan(&c.ID, &c.Provider, &status, &c.AccessToken, &c.RefreshToken, &c.TokenType, &c.Scope,
 		&expires, &c.ExpiryDefaulted, &refreshExpires, &refreshHard,
 		&lastRefresh, &lastUsed, &failure, &metadata, &c.Version,
-		&leaseOwner, &leaseUntil, &created, &updated)
+		&leaseOwner, &leaseUntil, &created, &updated, &c.Grant, &nextRefresh)
 	if err != nil {
 		return store.Connection{}, err
 	}
@@ -143,6 +144,7 @@ func scanConnection(row pgx.Row) (store.Connection, error) {
 	c.LastUsedAt = fromTstz(lastUsed)
 	c.LeaseOwner = leaseOwner.String
 	c.LeaseUntil = fromTstz(leaseUntil)
+	c.NextRefreshAt = fromTstz(nextRefresh)
 	c.CreatedAt = created.UTC()
 	c.UpdatedAt = updated.UTC()
 	if failure != nil {
@@ -172,16 +174,20 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection) (store
 		return store.Connection{}, err
 	}
 	args = append([]any{c.ID}, args...)
-	args = append(args, stored(s.now()))
+	args = append(args, stored(s.now()), c.Grant, tstz(c.NextRefreshAt))
 	op := fmt.Sprintf("create connection %q", c.ID)
 	var out store.Connection
-	err = s.do(ctx, op, false, func(conn *pgxpool.Conn) error {
-		var err error
+	err = s.do(ctx, op, false, func(pc *pgxpool.Conn) error {
+		conn, err := s.beginEvents(ctx, pc, op, c.Events)
+		if err != nil {
+			return err
+		}
+		defer conn.rollback(ctx)
 		out, err = scanConnection(conn.QueryRow(ctx, `INSERT INTO connections (id, `+dataColumns+`,
-			version, lease_owner, lease_until, created_at, updated_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, NULL, NULL, $16, $16)
+			version, lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, NULL, NULL, $16, $16, $17, $18)
 			RETURNING `+connectionColumns, args...))
-		return s.fail(ctx, op, err)
+		return conn.commit(ctx, s.fail(ctx, op, err))
 	})
 	return out, err
 }
@@ -233,20 +239,24 @@ func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection) (store.C
 		return store.Connection{}, err
 	}
 	args = append([]any{c.ID}, args...)
-	args = append(args, stored(s.now()), c.Version)
+	args = append(args, stored(s.now()), c.Version, c.Grant, tstz(c.NextRefreshAt))
 	op := fmt.Sprintf("compare-and-swap connection %q", c.ID)
 	var out store.Connection
-	err = s.do(ctx, op, false, func(conn *pgxpool.Conn) error {
-		var err error
+	err = s.do(ctx, op, false, func(pc *pgxpool.Conn) error {
+		conn, err := s.beginEvents(ctx, pc, op, c.Events)
+		if err != nil {
+			return err
+		}
+		defer conn.rollback(ctx)
 		out, err = scanConnection(conn.QueryRow(ctx, `UPDATE connections SET
 			provider = $2, status = $3, access_token = $4, refresh_token = $5, token_type = $6, scope = $7,
 			expires_at = $8, expiry_defaulted = $9, refresh_expires_at = $10, refresh_hard_expires_at = $11,
 			last_refresh_at = $12, last_used_at = $13, failure = $14, metadata = $15,
-			version = version + 1, updated_at = $16
+			version = version + 1, updated_at = $16, grant_type = $18, next_refresh_at = $19
 			WHERE id = $1 AND version = $17
 			RETURNING `+connectionColumns, args...))
 		if !errors.Is(err, pgx.ErrNoRows) {
-			return s.fail(ctx, op, err)
+			return conn.commit(ctx, s.fail(ctx, op, err))
 		}
 		// Nothing matched: the row is gone or its version moved on.
 		var exists bool
@@ -267,7 +277,12 @@ func (s *Store) DeleteConnection(ctx context.Context, id string, events ...store
 		return notFound(id)
 	}
 	op := fmt.Sprintf("delete connection %q", id)
-	return s.do(ctx, op, false, func(conn *pgxpool.Conn) error {
+	return s.do(ctx, op, false, func(pc *pgxpool.Conn) error {
+		conn, err := s.beginEvents(ctx, pc, op, events)
+		if err != nil {
+			return err
+		}
+		defer conn.rollback(ctx)
 		tag, err := conn.Exec(ctx, `DELETE FROM connections WHERE id = $1`, id)
 		if err != nil {
 			return s.fail(ctx, op, err)
@@ -275,7 +290,7 @@ func (s *Store) DeleteConnection(ctx context.Context, id string, events ...store
 		if tag.RowsAffected() == 0 {
 			return notFound(id)
 		}
-		return nil
+		return conn.commit(ctx, nil)
 	})
 }
 

@@ -14,7 +14,7 @@ import (
 const connectionColumns = `id, provider, status, access_token, refresh_token, token_type, scope,
 	expires_at, expiry_defaulted, refresh_expires_at, refresh_hard_expires_at,
 	last_refresh_at, last_used_at, failure, metadata, version,
-	lease_owner, lease_until, created_at, updated_at`
+	lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at`
 
 // micros encodes a time as unix microseconds in UTC; the zero time is NULL.
 func micros(t time.Time) any {
@@ -96,6 +96,7 @@ func scanConnection(row interface{ Scan(...any) error }) (store.Connection, erro
 		c                                                                       store.Connection
 		status                                                                  string
 		expires, refreshExpires, refreshHard, lastRefresh, lastUsed, leaseUntil sql.NullInt64
+		nextRefresh                                                             sql.NullInt64
 		defaulted                                                               int64
 		failure, metadata                                                       sql.NullString
 		created, updated                                                        int64
@@ -103,7 +104,7 @@ func scanConnection(row interface{ Scan(...any) error }) (store.Connection, erro
 	err := row.Scan(&c.ID, &c.Provider, &status, &c.AccessToken, &c.RefreshToken, &c.TokenType, &c.Scope,
 		&expires, &defaulted, &refreshExpires, &refreshHard,
 		&lastRefresh, &lastUsed, &failure, &metadata, &c.Version,
-		&c.LeaseOwner, &leaseUntil, &created, &updated)
+		&c.LeaseOwner, &leaseUntil, &created, &updated, &c.Grant, &nextRefresh)
 	if err != nil {
 		return store.Connection{}, err
 	}
@@ -115,6 +116,7 @@ func scanConnection(row interface{ Scan(...any) error }) (store.Connection, erro
 	c.LastRefreshAt = fromMicros(lastRefresh)
 	c.LastUsedAt = fromMicros(lastUsed)
 	c.LeaseUntil = fromMicros(leaseUntil)
+	c.NextRefreshAt = fromMicros(nextRefresh)
 	c.CreatedAt = time.UnixMicro(created).UTC()
 	c.UpdatedAt = time.UnixMicro(updated).UTC()
 	if failure.Valid {
@@ -139,7 +141,7 @@ const casQuery = `UPDATE connections SET
 	provider = ?, status = ?, access_token = ?, refresh_token = ?, token_type = ?, scope = ?,
 	expires_at = ?, expiry_defaulted = ?, refresh_expires_at = ?, refresh_hard_expires_at = ?,
 	last_refresh_at = ?, last_used_at = ?, failure = ?, metadata = ?,
-	version = version + 1, updated_at = ?
+	version = version + 1, updated_at = ?, grant_type = ?, next_refresh_at = ?
 	WHERE id = ? AND version = ?
 	RETURNING ` + connectionColumns
 
@@ -157,12 +159,20 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection) (store
 	}
 	now := s.now().UnixMicro()
 	args = append([]any{c.ID}, args...)
-	args = append(args, now, now)
-	row := s.w.QueryRowContext(ctx, `INSERT INTO connections (id, `+dataColumns+`,
-		version, lease_owner, lease_until, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', NULL, ?, ?)
+	args = append(args, now, now, c.Grant, micros(c.NextRefreshAt))
+	w, err := s.beginEvents(ctx, fmt.Sprintf("create connection %q", c.ID), c.Events)
+	if err != nil {
+		return store.Connection{}, err
+	}
+	defer w.rollback()
+	row := w.QueryRowContext(ctx, `INSERT INTO connections (id, `+dataColumns+`,
+		version, lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', NULL, ?, ?, ?, ?)
 		RETURNING `+connectionColumns, args...)
 	out, err := scanConnection(row)
+	if err == nil {
+		err = w.commit(ctx)
+	}
 	if err != nil {
 		return store.Connection{}, s.fail(ctx, fmt.Sprintf("create connection %q", c.ID), err)
 	}
@@ -209,8 +219,16 @@ func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection) (store.C
 	if err != nil {
 		return store.Connection{}, err
 	}
-	args = append(args, s.now().UnixMicro(), c.ID, c.Version)
-	out, err := scanConnection(s.casStmt.QueryRowContext(ctx, args...))
+	args = append(args, s.now().UnixMicro(), c.Grant, micros(c.NextRefreshAt), c.ID, c.Version)
+	w, err := s.beginEvents(ctx, fmt.Sprintf("compare-and-swap connection %q", c.ID), c.Events)
+	if err != nil {
+		return store.Connection{}, err
+	}
+	defer w.rollback()
+	out, err := scanConnection(w.stmt(ctx, s.casStmt).QueryRowContext(ctx, args...))
+	if err == nil {
+		err = w.commit(ctx)
+	}
 	if err == nil {
 		return out, nil
 	}
@@ -232,7 +250,12 @@ func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection) (store.C
 
 // DeleteConnection returns [store.ErrNotFound] if there is no such id.
 func (s *Store) DeleteConnection(ctx context.Context, id string, events ...store.Event) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM connections WHERE id = ?`, id)
+	w, err := s.beginEvents(ctx, fmt.Sprintf("delete connection %q", id), events)
+	if err != nil {
+		return err
+	}
+	defer w.rollback()
+	res, err := w.ExecContext(ctx, `DELETE FROM connections WHERE id = ?`, id)
 	if err != nil {
 		return s.fail(ctx, fmt.Sprintf("delete connection %q", id), err)
 	}
@@ -241,7 +264,7 @@ func (s *Store) DeleteConnection(ctx context.Context, id string, events ...store
 	} else if n == 0 {
 		return notFound(id)
 	}
-	return nil
+	return s.fail(ctx, fmt.Sprintf("delete connection %q", id), w.commit(ctx))
 }
 
 // ListConnections returns a page of connections in byte order of id.

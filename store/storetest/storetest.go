@@ -62,6 +62,10 @@ func RunTests(t *testing.T, newStore NewStore) {
 		{"Lease", leaseTests},
 		{"APIKey", apiKeyTests},
 		{"Concurrency", concurrencyTests},
+		{"Connect", connectTests},
+		{"Outbox", outboxTests},
+		{"Count", countTests},
+		{"Scheduling", schedulingTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
@@ -109,6 +113,7 @@ func fullConnection(id string, now time.Time) store.Connection {
 		RefreshHardExpiresAt: time.Date(2200, time.January, 2, 3, 4, 5, 678901234, zone),
 		LastRefreshAt:        at(-time.Minute + 7),
 		LastUsedAt:           at(-time.Second + 11),
+		NextRefreshAt:        at(50*time.Minute + 19),
 		Failure: &store.Failure{
 			Code:          "http_503",
 			Message:       "upstream said: try later (fake)",
@@ -187,6 +192,7 @@ func dataDiff(got, want store.Connection) []string {
 	check(sameTime(got.RefreshHardExpiresAt, want.RefreshHardExpiresAt), "RefreshHardExpiresAt")
 	check(sameTime(got.LastRefreshAt, want.LastRefreshAt), "LastRefreshAt")
 	check(sameTime(got.LastUsedAt, want.LastUsedAt), "LastUsedAt")
+	check(sameTime(got.NextRefreshAt, want.NextRefreshAt), "NextRefreshAt")
 	check(sameFailure(got.Failure, want.Failure), "Failure")
 	check(sameJSON(got.Metadata, want.Metadata), "Metadata")
 	return d

@@ -51,6 +51,11 @@ type Provider struct {
 	// endpoints, so the broker does not call ones it knows are missing.
 	CanIntrospect bool
 	CanRevoke     bool
+	// Scopes are requested by the connect flow and by client-credentials
+	// connections; AuthParams are extra authorization request parameters
+	// (access_type=offline). See broker/connect.go.
+	Scopes     []string
+	AuthParams map[string]string
 }
 
 // Options configures a [Broker]. Store, Sealer and Providers are required.
@@ -250,7 +255,8 @@ func (b *Broker) Provider(name string) (Provider, bool) {
 // event builds a lifecycle event for c, to be queued with the write that
 // causes it and then passed to emit.
 func (b *Broker) event(typ string, c *store.Connection, code string) Event {
-	return Event{Type: typ, ConnectionID: c.ID, Provider: c.Provider, Code: code, At: b.now()}
+	now := b.now()
+	return Event{ID: store.NewEventID(now), Type: typ, ConnectionID: c.ID, Provider: c.Provider, Code: code, At: now}
 }
 
 // emit tells in-process listeners about events a write just queued.

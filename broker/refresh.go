@@ -18,6 +18,9 @@ type Token struct {
 	TokenType   string
 	ExpiresAt   time.Time // zero when unknown
 	Scope       string
+	// Provider names the connection's provider, so that a caller such as
+	// the proxy needs no second lookup to route the call.
+	Provider string
 }
 
 // GetToken returns a valid access token for the connection, refreshing it
@@ -158,7 +161,7 @@ func (b *Broker) tokenOf(c *store.Connection) (Token, error) {
 	if err != nil {
 		return Token{}, err
 	}
-	return Token{AccessToken: access, TokenType: c.TokenType, ExpiresAt: c.ExpiresAt, Scope: c.Scope}, nil
+	return Token{AccessToken: access, TokenType: c.TokenType, ExpiresAt: c.ExpiresAt, Scope: c.Scope, Provider: c.Provider}, nil
 }
 
 // refresh joins (or starts) the single flight for id and mode and waits
@@ -240,6 +243,12 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, mode refreshMode,
 		}
 	}
 
+	// Client-credentials connections (broker/connect.go) hold no refresh
+	// token: under this same lease they are renewed by asking the token
+	// endpoint again with the client's credentials (RFC 6749 §4.4).
+	if c.Grant == store.GrantClientCredentials {
+		return b.renewClientCredentials(ctx, c, p)
+	}
 	refreshToken, err := b.open(id, "refresh", c.RefreshToken)
 	if err != nil {
 		return Token{}, err
@@ -287,7 +296,7 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, mode refreshMode,
 		b.keepUnsaved(id, tok)
 		b.log.ErrorContext(ctx, "refreshed token could not be saved; kept in memory and will be saved before the next refresh",
 			"connection", id, "provider", c.Provider, "error", err)
-		return Token{AccessToken: tok.AccessToken, TokenType: tok.TokenType, ExpiresAt: tok.Expiry, Scope: tok.Scope}, nil
+		return Token{AccessToken: tok.AccessToken, TokenType: tok.TokenType, ExpiresAt: tok.Expiry, Scope: tok.Scope, Provider: c.Provider}, nil
 	}
 	if saved.ExpiryDefaulted && p.CanIntrospect {
 		if exp, ok := b.introspectExpiry(ctx, p, tok.AccessToken); ok {
@@ -330,8 +339,12 @@ func (b *Broker) canServeCurrent(c *store.Connection, mode refreshMode, stale *s
 	case onDemand:
 		return usable(c, now, window)
 	case scheduled:
+		// Due is when the schedule says, which with its jitter can be up to
+		// half a window before the window opens: declining then would leave
+		// the connection to the next claim, possibly after it expired.
 		p := b.providers[c.Provider]
-		return usable(c, now, window) && !keepAliveDue(c, p, now)
+		notYet := c.NextRefreshAt.IsZero() || now.Before(c.NextRefreshAt)
+		return usable(c, now, window) && !keepAliveDue(c, p, now) && notYet
 	case ifStale:
 		return len(c.AccessToken) > 0 && !b.isStale(c, stale)
 	default:

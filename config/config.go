@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tokenbroker/tokenbroker/provider"
+	"github.com/tokenbroker/tokenbroker/webhook"
 )
 
 // Defaults applied by [Config.SetDefaults].
@@ -31,6 +32,10 @@ const (
 	DefaultProxyTimeout   = 60 * time.Second
 	DefaultRefreshTimeout = 30 * time.Second
 	DefaultLeaseTTL       = 30 * time.Second
+
+	DefaultSchedulerInterval    = time.Second
+	DefaultSchedulerConcurrency = 8
+	DefaultSchedulerBatchSize   = 100
 )
 
 // Config is tokenbroker's configuration. Relative paths are relative to the
@@ -58,6 +63,8 @@ type Config struct {
 	Providers []ProviderConfig
 	Proxy     ProxyConfig
 	Refresh   RefreshConfig
+	Webhooks  WebhooksConfig
+	Scheduler SchedulerConfig
 }
 
 // ProxyConfig tunes the API proxy.
@@ -77,6 +84,20 @@ type RefreshConfig struct {
 	// LeaseTTL is how long a replica holds a connection's refresh lease
 	// before renewing it. Default 30s.
 	LeaseTTL time.Duration
+}
+
+// SchedulerConfig tunes the background refresh scheduler.
+type SchedulerConfig struct {
+	// Disabled turns the scheduler off in this process; tokens are then
+	// refreshed only when asked for. Other replicas' schedulers still run.
+	Disabled bool
+	// Interval is how often the scheduler looks for due connections.
+	// Default 1s.
+	Interval time.Duration
+	// Concurrency bounds the scheduled refreshes in flight. Default 8.
+	Concurrency int
+	// BatchSize is how many due connections one look claims. Default 100.
+	BatchSize int
 }
 
 // ProviderConfig is one providers: entry. Name is required; every other
@@ -139,6 +160,8 @@ type fileConfig struct {
 	Providers          []ProviderConfig `yaml:"providers"`
 	Proxy              fileProxy        `yaml:"proxy"`
 	Refresh            fileRefresh      `yaml:"refresh"`
+	Webhooks           WebhooksConfig   `yaml:"webhooks"`
+	Scheduler          fileScheduler    `yaml:"scheduler"`
 }
 
 type fileProxy struct {
@@ -149,6 +172,13 @@ type fileProxy struct {
 type fileRefresh struct {
 	Timeout  string `yaml:"timeout"`
 	LeaseTTL string `yaml:"lease_ttl"`
+}
+
+type fileScheduler struct {
+	Disabled    bool   `yaml:"disabled"`
+	Interval    string `yaml:"interval"`
+	Concurrency int    `yaml:"concurrency"`
+	BatchSize   int    `yaml:"batch_size"`
 }
 
 // fieldError is a problem with one configuration value, named by its path.
@@ -212,6 +242,7 @@ func (c *Config) decode(file string, data []byte) error {
 		LogLevel:           f.LogLevel,
 		LogFormat:          f.LogFormat,
 		Providers:          f.Providers,
+		Webhooks:           f.Webhooks,
 	}
 	var errs []error
 	parseDur := func(path, s string, dst *time.Duration) {
@@ -228,6 +259,9 @@ func (c *Config) decode(file string, data []byte) error {
 	parseDur("proxy.timeout", f.Proxy.Timeout, &c.Proxy.Timeout)
 	parseDur("refresh.timeout", f.Refresh.Timeout, &c.Refresh.Timeout)
 	parseDur("refresh.lease_ttl", f.Refresh.LeaseTTL, &c.Refresh.LeaseTTL)
+	parseDur("scheduler.interval", f.Scheduler.Interval, &c.Scheduler.Interval)
+	c.Scheduler.Disabled = f.Scheduler.Disabled
+	c.Scheduler.Concurrency, c.Scheduler.BatchSize = f.Scheduler.Concurrency, f.Scheduler.BatchSize
 	if f.Proxy.MaxReplayBody != "" {
 		n, err := parseSize(f.Proxy.MaxReplayBody)
 		if err != nil {
@@ -258,9 +292,14 @@ func yamlError(err error) error {
 			"config.ProviderConfig": " in providers",
 			"config.fileProxy":      " in proxy",
 			"config.fileRefresh":    " in refresh",
+			"config.WebhooksConfig": " in webhooks",
+			"config.WebhookConfig":  " in webhooks.endpoints",
+			"config.fileScheduler":  " in scheduler",
 		}[sub[3]]
 		msg := fmt.Sprintf("line %s: unknown field %q%s", sub[1], sub[2], where)
-		if strings.Contains(sub[2], "secret") {
+		if strings.Contains(sub[2], "secret") && sub[3] == "config.WebhookConfig" {
+			msg += "; secrets are never written in the file: use secret_env or secret_file"
+		} else if strings.Contains(sub[2], "secret") {
 			msg += "; secrets are never written in the file: use client_secret_env or client_secret_file"
 		}
 		msgs = append(msgs, msg)
@@ -340,6 +379,15 @@ func (c *Config) SetDefaults() {
 	if c.Refresh.LeaseTTL == 0 {
 		c.Refresh.LeaseTTL = DefaultLeaseTTL
 	}
+	if c.Scheduler.Interval == 0 {
+		c.Scheduler.Interval = DefaultSchedulerInterval
+	}
+	if c.Scheduler.Concurrency == 0 {
+		c.Scheduler.Concurrency = DefaultSchedulerConcurrency
+	}
+	if c.Scheduler.BatchSize == 0 {
+		c.Scheduler.BatchSize = DefaultSchedulerBatchSize
+	}
 }
 
 // inDir joins dir and name keeping dir as written ("./data" stays
@@ -399,12 +447,20 @@ func (c *Config) Validate() error {
 		{"proxy.timeout", c.Proxy.Timeout},
 		{"refresh.timeout", c.Refresh.Timeout},
 		{"refresh.lease_ttl", c.Refresh.LeaseTTL},
+		{"scheduler.interval", c.Scheduler.Interval},
 	} {
 		if d.value <= 0 {
 			bad(d.path, "must be positive, got %s", d.value)
 		}
 	}
+	if c.Scheduler.Concurrency <= 0 {
+		bad("scheduler.concurrency", "must be positive, got %d", c.Scheduler.Concurrency)
+	}
+	if c.Scheduler.BatchSize <= 0 {
+		bad("scheduler.batch_size", "must be positive, got %d", c.Scheduler.BatchSize)
+	}
 
+	errs = append(errs, c.validateWebhooks()...)
 	_, perr := c.profiles()
 	errs = append(errs, perr...)
 	return errors.Join(errs...)
@@ -676,4 +732,100 @@ func (c *Config) LogValue() slog.Value {
 		slog.String("public_url", c.PublicURL),
 		slog.Any("providers", names),
 	)
+}
+
+// WebhooksConfig is the webhooks: section (docs/webhooks.md).
+type WebhooksConfig struct {
+	Endpoints []WebhookConfig `yaml:"endpoints"`
+}
+
+// WebhookConfig is one webhooks.endpoints entry. The signing secret comes
+// from SecretEnv or SecretFile, never from the file itself.
+type WebhookConfig struct {
+	// Name identifies the endpoint in the outbox, logs and metrics;
+	// renaming it makes it a new endpoint.
+	Name       string `yaml:"name"`
+	URL        string `yaml:"url"`
+	SecretEnv  string `yaml:"secret_env,omitempty"`
+	SecretFile string `yaml:"secret_file,omitempty"`
+	// Events filters the event types sent; empty means all.
+	Events []string `yaml:"events,omitempty"`
+}
+
+// minWebhookSecret is the shortest signing secret accepted: an HMAC key
+// anyone can guess signs forgeries.
+const minWebhookSecret = 16
+
+var webhookNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Secret reads the endpoint's signing secret from its environment variable
+// or file (trailing line breaks trimmed). lookupEnv is [os.LookupEnv] when
+// nil. Errors name the variable or file, never the content.
+func (w WebhookConfig) Secret(lookupEnv func(string) (string, bool)) ([]byte, error) {
+	if lookupEnv == nil {
+		lookupEnv = os.LookupEnv
+	}
+	var v string
+	switch {
+	case w.SecretEnv != "" && w.SecretFile != "":
+		return nil, errors.New("set only one of secret_env and secret_file")
+	case w.SecretEnv != "":
+		var ok bool
+		if v, ok = lookupEnv(w.SecretEnv); !ok {
+			return nil, fmt.Errorf("environment variable %s is not set", w.SecretEnv)
+		}
+	case w.SecretFile != "":
+		f, err := os.Open(w.SecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read %s: %w", w.SecretFile, err)
+		}
+		b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("cannot read %s: %w", w.SecretFile, err)
+		}
+		v = string(b)
+	default:
+		return nil, errors.New("required: set secret_env or secret_file")
+	}
+	v = strings.TrimRight(v, "\r\n")
+	if len(v) < minWebhookSecret {
+		return nil, fmt.Errorf("the secret is shorter than %d bytes; generate one with `openssl rand -hex 32`", minWebhookSecret)
+	}
+	return []byte(v), nil
+}
+
+func (c *Config) validateWebhooks() []error {
+	var errs []error
+	names := map[string]bool{}
+	for i, w := range c.Webhooks.Endpoints {
+		path := fmt.Sprintf("webhooks.endpoints[%d]", i)
+		bad := func(field, format string, args ...any) {
+			errs = append(errs, &fieldError{path: path + "." + field, problem: fmt.Sprintf(format, args...)})
+		}
+		switch {
+		case !webhookNameRE.MatchString(w.Name):
+			bad("name", "%q is not 1-64 letters, digits, '.', '_' or '-'", w.Name)
+		case names[w.Name]:
+			bad("name", "%q is used by another endpoint", w.Name)
+		}
+		names[w.Name] = true
+		if u, err := url.Parse(w.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			// The URL is not quoted: some receivers put a credential in it.
+			bad("url", "is not an absolute http or https URL")
+		}
+		if _, err := w.Secret(nil); err != nil {
+			field := "secret_env"
+			if w.SecretFile != "" {
+				field = "secret_file"
+			}
+			bad(field, "%v", err)
+		}
+		for _, e := range w.Events {
+			if !webhook.ValidEventType(e) {
+				bad("events", "unknown event type %q (known: %s)", e, strings.Join(webhook.EventTypes(), ", "))
+			}
+		}
+	}
+	return errs
 }

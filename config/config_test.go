@@ -162,6 +162,7 @@ func TestDefaults(t *testing.T) {
 			LogFormat:          "text",
 			Proxy:              ProxyConfig{MaxReplayBody: 1 << 20, Timeout: 60 * time.Second},
 			Refresh:            RefreshConfig{Timeout: 30 * time.Second, LeaseTTL: 30 * time.Second},
+			Scheduler:          SchedulerConfig{Interval: time.Second, Concurrency: 8, BatchSize: 100},
 		}
 		if c.Providers != nil {
 			t.Errorf("providers = %v, want none", c.Providers)

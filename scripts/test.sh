@@ -20,6 +20,17 @@ if [ -n "$unformatted" ]; then
 	echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 
+# Headless Chromium for the dashboard's browser test (server/ui). Without
+# it that test skips, except in CI (CI set), where it fails.
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+	echo "== installing chromium"
+	sudo=""
+	if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; fi
+	if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; }; then
+		echo "chromium could not be installed; the browser test will skip (fail in CI)"
+	fi
+fi
+
 # A throwaway PostgreSQL for the PostgreSQL tests, unless one was given. In
 # CI (CI=true) those tests fail rather than skip when it is missing.
 if [ -z "${TOKENBROKER_TEST_POSTGRES:-}" ]; then

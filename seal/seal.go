@@ -3,7 +3,9 @@ package seal
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -43,7 +45,15 @@ type KeyRing struct {
 	primary string
 	ids     []string // file order, primary first
 	aeads   map[string]cipher.AEAD
+	// prks are HKDF-Extract outputs (RFC 5869 §2.2) of each key, from which
+	// [KeyRing.DeriveKeys] expands purpose-bound keys; the raw keys are not
+	// kept outside the AEADs.
+	prks map[string][]byte
 }
+
+// deriveSalt separates keys derived from the ring from any other use of the
+// same key material.
+const deriveSalt = "tokenbroker/seal/derive/v1"
 
 // newKeyRing builds a ring from ids and raw keys in file order. The caller has
 // checked ids for syntax and duplicates and keys for length.
@@ -51,8 +61,13 @@ func newKeyRing(ids []string, keys [][]byte) (*KeyRing, error) {
 	if len(ids) == 0 {
 		return nil, errors.New("seal: no keys")
 	}
-	k := &KeyRing{primary: ids[0], ids: slices.Clone(ids), aeads: make(map[string]cipher.AEAD, len(ids))}
+	k := &KeyRing{primary: ids[0], ids: slices.Clone(ids), aeads: make(map[string]cipher.AEAD, len(ids)), prks: make(map[string][]byte, len(ids))}
 	for i, id := range ids {
+		prk, err := hkdf.Extract(sha256.New, keys[i], []byte(deriveSalt))
+		if err != nil {
+			return nil, fmt.Errorf("seal: key %q: %w", id, err)
+		}
+		k.prks[id] = prk
 		block, err := aes.NewCipher(keys[i])
 		if err != nil {
 			// Only a wrong key length gets here, and lengths are checked; the
@@ -119,6 +134,28 @@ func (k *KeyRing) Open(sealed, aad []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: authentication failed under key %q", ErrCorrupt, kid)
 	}
 	return pt, nil
+}
+
+// DeriveKeys returns one 32-byte key per key of the ring, primary first,
+// derived with HKDF-SHA256 (RFC 5869) and bound to purpose and the key's
+// id. Use the first to sign or MAC and accept any: after a rotation, values
+// made under the old primary stay valid until its key leaves the file.
+// Different purposes get unrelated keys, and none of them can open a sealed
+// value.
+func (k *KeyRing) DeriveKeys(purpose string) [][]byte {
+	if k == nil {
+		return nil
+	}
+	out := make([][]byte, 0, len(k.ids))
+	for _, id := range k.ids {
+		key, err := hkdf.Expand(sha256.New, k.prks[id], purpose+"\x00"+id, 32)
+		if err != nil {
+			// Only a length above 255*32 bytes fails; 32 cannot.
+			panic("seal: hkdf expand: " + err.Error())
+		}
+		out = append(out, key)
+	}
+	return out
 }
 
 // KeyID returns the id of the key that sealed a value, without opening it,

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/server/ui"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
@@ -41,6 +42,15 @@ func TestRouteTable(t *testing.T) {
 		"/v1/proxy/{id}/{path...}":          accessTokens,
 		"GET /healthz":                      accessPublic,
 		"GET /readyz":                       accessPublic,
+		"GET /metrics":                      accessAdmin,
+		"/ui/":                              accessSession,
+		// The connect flow: the link and the callback are opened by a
+		// person's browser, with no API key; the session id and the
+		// single-use state are the capabilities (connect_test.go).
+		"POST /v1/connect-sessions": accessAdmin,
+		"GET /v1/connect/{session}": accessPublic,
+		"GET /v1/connect/callback":  accessPublic,
+		"GET /v1/openapi.json":      accessTokens,
 	}
 	got := map[string]access{}
 	for _, rt := range routes() {
@@ -66,9 +76,22 @@ func TestRouteTable(t *testing.T) {
 // TestEveryRouteRequiresKey walks every registered route and proves that
 // no key, a wrong key, a malformed header and a revoked key are refused
 // with 401, that a tokens key gets 403 on admin routes, and that the
-// allowed scopes get through.
+// allowed scopes get through. The dashboard's routes (accessSession) take
+// no API key but a session cookie: without one a page redirects to the
+// sign-in page and anything else is refused with 401, even when the
+// request carries a valid admin API key.
 func TestEveryRouteRequiresKey(t *testing.T) {
-	h := newHarness(t, harnessOptions{noCache: true})
+	h := newHarness(t, harnessOptions{noCache: true, server: func(o *Options) {
+		dash, err := ui.New(ui.Options{
+			Broker:      o.Broker,
+			Keys:        o.Keys.(ui.KeyStore),
+			SessionKeys: func() [][]byte { return [][]byte{bytes.Repeat([]byte("k"), 32)} },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.UI = dash
+	}})
 	revoked, revokedKey, err := GenerateAPIKey("revoked", ScopeAdmin, h.clock.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -102,9 +125,30 @@ func TestEveryRouteRequiresKey(t *testing.T) {
 		methods, path := concrete(rt.pattern, "nope")
 		for _, method := range methods {
 			walked++
+			if rt.access == accessSession {
+				for _, key := range []string{"", h.adminKey} {
+					rec := h.serveRaw(method, path, key)
+					switch {
+					case method == http.MethodGet:
+						if loc := rec.Header().Get("Location"); rec.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/ui/signin") {
+							t.Errorf("%s %s without a session (API key %v): status %d to %q, want 303 to /ui/signin", method, path, key != "", rec.Code, loc)
+						}
+					case rec.Code != http.StatusUnauthorized:
+						t.Errorf("%s %s without a session (API key %v): status %d, want 401", method, path, key != "", rec.Code)
+					}
+				}
+				continue
+			}
 			if rt.access == accessPublic {
 				resp := h.do(method, path, "", nil, nil)
-				if resp.status != http.StatusOK {
+				switch {
+				case strings.HasPrefix(path, "/v1/connect/"):
+					// The connect routes answer an unknown session or a
+					// callback without state on a page, never with 401.
+					if resp.status == http.StatusUnauthorized || resp.status == http.StatusForbidden || resp.status == http.StatusOK {
+						t.Errorf("%s %s without a key or session: status %d, want a 4xx page", method, path, resp.status)
+					}
+				case resp.status != http.StatusOK:
 					t.Errorf("%s %s without a key: status %d, want 200", method, path, resp.status)
 				}
 				continue

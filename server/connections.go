@@ -30,6 +30,10 @@ type importRequest struct {
 	TokenType             string          `json:"token_type"`
 	Scope                 string          `json:"scope"`
 	Metadata              json.RawMessage `json:"metadata"`
+	// Grant "client_credentials" asks the broker to obtain the token
+	// itself (connect.go); Scopes are requested with it.
+	Grant  string   `json:"grant"`
+	Scopes []string `json:"scopes"`
 }
 
 // maxExpiresIn bounds an imported lifetime, well inside time.Duration.
@@ -82,6 +86,10 @@ func (s *Server) importConnection(w http.ResponseWriter, r *http.Request) {
 	var req importRequest
 	if e, ok := s.decodeJSON(w, r, &req); !ok {
 		s.writeError(w, r, e)
+		return
+	}
+	if req.Grant != "" || req.Scopes != nil {
+		s.importClientCredentials(w, r, &req)
 		return
 	}
 	in, err := req.toImport()
@@ -312,6 +320,7 @@ type connectionView struct {
 	ExpiresAt             *time.Time      `json:"expires_at"`
 	ExpirySource          string          `json:"expiry_source"`
 	HasRefreshToken       bool            `json:"has_refresh_token"`
+	Grant                 string          `json:"grant,omitempty"` // "client_credentials" or absent
 	RefreshTokenExpiresAt *time.Time      `json:"refresh_token_expires_at"`
 	LastRefreshAt         *time.Time      `json:"last_refresh_at"`
 	Failure               *failureView    `json:"failure"`
@@ -364,6 +373,7 @@ func newView(c *store.Connection, admin bool) connectionView {
 		ExpiresAt:             timeOrNil(c.ExpiresAt),
 		ExpirySource:          expiryProvider,
 		HasRefreshToken:       len(c.RefreshToken) > 0,
+		Grant:                 c.Grant,
 		RefreshTokenExpiresAt: timeOrNil(c.RefreshExpiresAt),
 		LastRefreshAt:         timeOrNil(c.LastRefreshAt),
 		Version:               c.Version,

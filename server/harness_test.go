@@ -249,6 +249,7 @@ func newHarness(t testing.TB, ho harnessOptions) *harness {
 			ClientID:         h.authz.ClientID,
 			ClientSecret:     h.authz.ClientSecret,
 			TokenURL:         h.authz.TokenURL(),
+			AuthorizeURL:     h.authz.AuthorizeURL(), // for the connect flow (connect_test.go)
 			IntrospectionURL: h.authz.IntrospectionURL(),
 			RevocationURL:    revocationURL,
 			Retry:            oauth.Backoff{MaxAttempts: 1},

@@ -31,14 +31,16 @@ var droppedHeaders = []string{"Authorization", "Proxy-Authorization", "Cookie", 
 
 func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	c, err := s.broker.GetConnection(r.Context(), id)
+	// The token names the provider: one (usually cached) lookup routes the
+	// call and authorizes it.
+	first, err := s.broker.GetToken(r.Context(), id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	target, ok := s.targets[c.Provider]
+	target, ok := s.targets[first.Provider]
 	if !ok {
-		s.writeError(w, r, invalid("provider "+c.Provider+" has no api_base_url"))
+		s.writeError(w, r, invalid("provider "+first.Provider+" has no api_base_url"))
 		return
 	}
 	upstream, err := upstreamURL(target.BaseURL, r.URL)
@@ -71,7 +73,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 			}
 		},
 		Transport: &client.Transport{
-			Source:    &connectionSource{broker: s.broker, id: id},
+			Source:    &connectionSource{broker: s.broker, id: id, first: &first},
 			Base:      s.proxyTransport,
 			RefreshOn: refreshOn,
 		},
@@ -153,6 +155,9 @@ func upstreamErrorKind(err error) string {
 type connectionSource struct {
 	broker Broker
 	id     string
+	// first is the token the proxy already fetched to route the call;
+	// the first Token call hands it out instead of fetching it again.
+	first *broker.Token
 }
 
 // sourceError marks an error of the token source, so that the proxy's error
@@ -163,6 +168,10 @@ func (e *sourceError) Error() string { return e.err.Error() }
 func (e *sourceError) Unwrap() error { return e.err }
 
 func (cs *connectionSource) Token(ctx context.Context) (*oauth.Token, error) {
+	if t := cs.first; t != nil {
+		cs.first = nil
+		return toOAuth(*t), nil
+	}
 	t, err := cs.broker.GetToken(ctx, cs.id)
 	if err != nil {
 		return nil, &sourceError{err}

@@ -72,12 +72,47 @@ type Options struct {
 	// Ready reports whether the server can serve (for example a store
 	// ping), for /readyz. Nil means always ready.
 	Ready func(ctx context.Context) error
+	// Metrics observes every answer; nil discards.
+	Metrics Metrics
+	// MetricsHandler serves GET /metrics (admin keys only), for example
+	// metrics.Handler of the app's registry. Nil: /metrics answers 404.
+	MetricsHandler http.Handler
 	// Logger receives one line per request and the details of internal
 	// errors; never tokens, keys, headers or bodies. Default: discard.
 	Logger *slog.Logger
 	// Now is the clock. Default [time.Now].
 	Now func() time.Time
+	// UI, if set, serves the dashboard under /ui/ (package server/ui). It
+	// authenticates by its own session cookie, not by API key. Nil: /ui/
+	// answers 404.
+	UI http.Handler
+	// PublicURL is the base URL people's browsers reach tokenbroker at
+	// (config public_url): connect links and the OAuth callback
+	// (PublicURL + "/v1/connect/callback") are built from it, never from
+	// the request's Host header. Empty: the connect routes answer 404.
+	PublicURL string
 }
+
+// Metrics observes the API's answers. metrics.Metrics (package metrics)
+// satisfies it. Implementations must be cheap and safe for concurrent use.
+type Metrics interface {
+	// RequestServed reports one answer: route is its pattern in the route
+	// table ("" when none matched), code the status sent (499 when the
+	// client went away first).
+	RequestServed(route string, code int)
+	// TokenServed and ProxyServed report the result of a token request and
+	// of a proxied call: "" when it succeeded (for the proxy: the provider
+	// answered, whatever its status), else the API error code answered,
+	// or "canceled".
+	TokenServed(result string)
+	ProxyServed(result string)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) RequestServed(string, int) {}
+func (noMetrics) TokenServed(string)        {}
+func (noMetrics) ProxyServed(string)        {}
 
 // statusClientClosed is logged (never sent) for a request whose client went
 // away before it was answered, as nginx does.
@@ -104,6 +139,10 @@ type Server struct {
 	now            func() time.Time
 	cache          *keyCache
 	proxyLog       *log.Logger // for httputil.ReverseProxy's own complaints
+	metrics        Metrics
+	metricsHandler http.Handler
+	ui             http.Handler
+	publicURL      string // no trailing slash; see connect.go
 
 	mux     *http.ServeMux
 	handler http.Handler
@@ -125,8 +164,14 @@ func New(opts Options) (*Server, error) {
 		maxReplay:      opts.MaxReplayBody,
 		maxBody:        opts.MaxBodyBytes,
 		ready:          opts.Ready,
+		metrics:        opts.Metrics,
+		metricsHandler: opts.MetricsHandler,
 		log:            opts.Logger,
 		now:            opts.Now,
+		ui:             opts.UI,
+	}
+	if err := s.setPublicURL(opts.PublicURL); err != nil {
+		return nil, err
 	}
 	for name, t := range opts.Targets {
 		if t.BaseURL == nil {
@@ -158,6 +203,9 @@ func New(opts Options) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	if s.metrics == nil {
+		s.metrics = noMetrics{}
+	}
 	s.proxyLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	ttl := opts.KeyCacheTTL
 	if ttl == 0 {
@@ -182,9 +230,10 @@ func (s *Server) Handler() http.Handler { return s.handler }
 type access int
 
 const (
-	accessPublic access = iota // no API key
-	accessAdmin                // admin keys only
-	accessTokens               // admin and tokens keys
+	accessPublic  access = iota // no API key
+	accessAdmin                 // admin keys only
+	accessTokens                // admin and tokens keys
+	accessSession               // no API key: the handler checks its own session cookie
 )
 
 // route is one entry of the route table. Every route is registered from
@@ -195,17 +244,32 @@ type route struct {
 	handle  func(s *Server, w http.ResponseWriter, r *http.Request)
 }
 
+// Patterns of the routes whose answers have their own metrics.
+const (
+	patternToken = "GET /v1/connections/{id}/token"
+	patternProxy = "/v1/proxy/{id}/{path...}"
+)
+
 func routes() []route {
 	return []route{
 		{"POST /v1/connections", accessAdmin, (*Server).importConnection},
 		{"GET /v1/connections", accessAdmin, (*Server).listConnections},
 		{"GET /v1/connections/{id}", accessTokens, (*Server).getConnection},
-		{"GET /v1/connections/{id}/token", accessTokens, (*Server).getToken},
+		{patternToken, accessTokens, (*Server).getToken},
 		{"POST /v1/connections/{id}/refresh", accessAdmin, (*Server).refreshConnection},
 		{"DELETE /v1/connections/{id}", accessAdmin, (*Server).deleteConnection},
-		{"/v1/proxy/{id}/{path...}", accessTokens, (*Server).proxy},
+		{patternProxy, accessTokens, (*Server).proxy},
 		{"GET /healthz", accessPublic, (*Server).healthz},
 		{"GET /readyz", accessPublic, (*Server).readyz},
+		{"GET /metrics", accessAdmin, (*Server).serveMetrics},
+		{"/ui/", accessSession, (*Server).dashboard},
+		// The connect flow (connect.go). The two GET routes are opened by
+		// the person granting access, who has no API key: the session id
+		// and the state are the capabilities.
+		{"POST /v1/connect-sessions", accessAdmin, (*Server).createConnectSession},
+		{"GET /v1/connect/{session}", accessPublic, (*Server).connectStart},
+		{"GET /v1/connect/callback", accessPublic, (*Server).connectCallback},
+		{"GET /v1/openapi.json", accessTokens, (*Server).openAPI},
 	}
 }
 
@@ -278,6 +342,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			attrs = append(attrs, slog.String("error", ri.errCode))
 		}
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+		s.observe(ri, status)
 		if abort {
 			panic(http.ErrAbortHandler)
 		}
@@ -317,7 +382,7 @@ func (s *Server) route(rt route) http.Handler {
 				ri.connection = "(invalid)"
 			}
 		}
-		if rt.access != accessPublic {
+		if rt.access != accessPublic && rt.access != accessSession {
 			key, err := s.authenticate(r)
 			if err != nil {
 				s.fail(w, r, err)
@@ -332,6 +397,38 @@ func (s *Server) route(rt route) http.Handler {
 		}
 		rt.handle(s, w, r)
 	})
+}
+
+// dashboard hands /ui/ to the dashboard, which signs operators in by
+// cookie and checks its own CSRF tokens.
+func (s *Server) dashboard(w http.ResponseWriter, r *http.Request) {
+	if s.ui == nil {
+		s.writeError(w, r, apiError{status: http.StatusNotFound, code: codeNotFound, message: "the dashboard is not enabled"})
+		return
+	}
+	s.ui.ServeHTTP(w, r)
+}
+
+// observe reports an answer to the metrics. The result is the error code
+// written, a fixed vocabulary: never anything from the request.
+func (s *Server) observe(ri *requestInfo, status int) {
+	s.metrics.RequestServed(ri.pattern, status)
+	switch ri.pattern {
+	case patternToken:
+		s.metrics.TokenServed(ri.errCode)
+	case patternProxy:
+		s.metrics.ProxyServed(ri.errCode)
+	}
+}
+
+// serveMetrics serves the Prometheus exposition. It is an admin route: the
+// metrics name providers and show their health.
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	if s.metricsHandler == nil {
+		s.writeError(w, r, apiError{status: http.StatusNotFound, code: codeNotFound, message: "metrics are not enabled"})
+		return
+	}
+	s.metricsHandler.ServeHTTP(w, r)
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {

@@ -4,9 +4,13 @@
 //	tokenbroker apikey create --name NAME --scope admin|tokens
 //	tokenbroker apikey list | revoke ID
 //	tokenbroker keys rotate | reseal
+//	tokenbroker connections list|get|import|refresh|delete|connect-link
+//	tokenbroker providers list|check
 //	tokenbroker version
 //
-// Every command takes --config. Exit status: 0 success, 1 failure, 2 usage.
+// The server and admin commands take --config; connections talks to a
+// running server. Exit status: 0 success, 1 failure, 2 usage, 3 not found,
+// 4 reauth required.
 package main
 
 import (
@@ -47,6 +51,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = cmdAPIKey(ctx, args[1:], stdout, stderr)
 	case "keys":
 		err = cmdKeys(ctx, args[1:], stdout, stderr)
+	case "connections":
+		err = cmdConnections(ctx, args[1:], stdout, stderr)
+	case "providers":
+		err = cmdProviders(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "tokenbroker", versionString())
 	case "help", "-h", "--help":
@@ -65,7 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	default:
 		fmt.Fprintln(stderr, "tokenbroker:", err)
-		return 1
+		return exitStatus(err) // connections.go: 1, or 3 not found, 4 reauth required
 	}
 }
 
@@ -78,10 +86,20 @@ Usage:
   tokenbroker apikey revoke ID [--config FILE]
   tokenbroker keys rotate [--config FILE]   add a new primary key and re-encrypt every token
   tokenbroker keys reseal [--config FILE]   re-encrypt every token under the current primary key
+  tokenbroker connections list|get ID|import|refresh ID|delete ID|connect-link [--json]
+                                            against a running server: $TOKENBROKER_URL,
+                                            key in $TOKENBROKER_API_KEY (see connections help)
+  tokenbroker providers list|check [--config FILE] [--json]
+                                            the configured providers; check runs discovery
   tokenbroker version
 
 With no --config, tokenbroker keeps its data in ./tokenbroker-data and
 listens on 127.0.0.1:8080.
+
+Exit status: 0 success; 1 server, network or other failure; 2 usage;
+3 not found; 4 reauth required (the provider refused to renew a connection:
+a person must reconnect it). connections get exits 0 whatever the
+connection's status and prints it.
 `
 
 func versionString() string {

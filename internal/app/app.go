@@ -14,16 +14,24 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/metrics"
 	"github.com/tokenbroker/tokenbroker/oauth"
 	"github.com/tokenbroker/tokenbroker/provider"
+	"github.com/tokenbroker/tokenbroker/scheduler"
 	"github.com/tokenbroker/tokenbroker/server"
+	"github.com/tokenbroker/tokenbroker/server/ui"
 	"github.com/tokenbroker/tokenbroker/store"
 	"github.com/tokenbroker/tokenbroker/store/postgres"
 	"github.com/tokenbroker/tokenbroker/store/sqlite"
+	"github.com/tokenbroker/tokenbroker/webhook"
 )
 
 // FallbackExpiresIn is the access-token lifetime assumed for a provider
@@ -54,7 +62,18 @@ type App struct {
 	Broker  *broker.Broker
 	Server  *server.Server
 	Catalog *provider.Catalog
-	log     *slog.Logger
+	// Scheduler refreshes due connections in the background while the app
+	// serves; nil when disabled in the config.
+	Scheduler *scheduler.Scheduler
+	// Webhooks delivers the store's outbox to the configured endpoints
+	// while the app serves; nil when the store has no outbox.
+	Webhooks *webhook.Dispatcher
+	// Registry holds this app's metrics, served at /metrics. Components
+	// added to the app register their collectors here, never on the
+	// global default registry.
+	Registry *prometheus.Registry
+	Metrics  *metrics.Metrics
+	log      *slog.Logger
 }
 
 // OpenStore opens the configured database, creating it on first use.
@@ -107,8 +126,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		return nil, err
 	}
 	a := &App{Config: cfg, Store: st, Keys: keys, Catalog: catalog, log: log}
+	if err := a.newMetrics(now); err != nil {
+		st.Close()
+		return nil, err
+	}
 
 	providers := make(map[string]broker.Provider)
+	limits := make(map[string]scheduler.Limit)
 	targets := make(map[string]server.ProxyTarget)
 	authStyles := &oauth.AuthStyleCache{}
 	discovery := oauth.NewDiscoveryCache(time.Hour)
@@ -143,16 +167,21 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 			st.Close()
 			return nil, fmt.Errorf("providers[%s]: %w", name, err)
 		}
+		limits[name] = scheduler.Limit{Rate: p.TokenRateLimit, Burst: p.TokenRateBurst}
 		providers[name] = broker.Provider{
 			Name:                 name,
 			Endpoint:             ep,
 			RefreshWindow:        p.RefreshWindow,
 			DefaultExpiresIn:     p.DefaultExpiresIn,
 			RefreshTokenLifetime: p.RefreshTokenLifetime,
+			RefreshIdleTimeout:   p.RefreshIdleTimeout,
 			// With an issuer the endpoints may be discovered; the endpoint
 			// answers oauth.ErrNoIntrospection/ErrNoRevocation if not.
 			CanIntrospect: p.IntrospectionURL != "" || p.Issuer != "",
 			CanRevoke:     p.RevocationURL != "" || p.Issuer != "",
+			// For the connect flow and client-credentials connections.
+			Scopes:     p.Scopes,
+			AuthParams: p.AuthParams,
 		}
 		if p.APIBaseURL != "" {
 			u, err := url.Parse(p.APIBaseURL)
@@ -178,15 +207,38 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		LeaseTTL:       cfg.Refresh.LeaseTTL,
 		Now:            now,
 		Logger:         log,
+		Metrics:        a.Metrics,
+		// The dispatcher is built after the broker; events reach it once it
+		// exists and wake it at once instead of at its next poll.
+		Events: eventSinkFunc(func(ctx context.Context, e broker.Event) {
+			if a.Webhooks != nil {
+				a.Webhooks.Emit(ctx, e)
+			}
+		}),
 	})
 	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := a.newScheduler(cfg, limits, now); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if err := a.newWebhooks(cfg, now); err != nil {
 		st.Close()
 		return nil, err
 	}
 	proxyTransport := http.DefaultTransport.(*http.Transport).Clone()
 	proxyTransport.MaxIdleConnsPerHost = 64
 	proxyTransport.ResponseHeaderTimeout = cfg.Proxy.Timeout
+	dashboard, err := newDashboard(a, cfg, log, now)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	a.Server, err = server.New(server.Options{
+		UI:             dashboard,
+		PublicURL:      cfg.PublicURL,
 		Broker:         a.Broker,
 		Keys:           st,
 		Targets:        targets,
@@ -195,6 +247,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		Ready:          st.Ping,
 		Logger:         log,
 		Now:            now,
+		Metrics:        a.Metrics,
+		MetricsHandler: metrics.Handler(a.Registry, log),
 	})
 	if err != nil {
 		st.Close()
@@ -202,6 +256,136 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	}
 	return a, nil
 }
+
+// newScheduler builds the background refresh scheduler, claiming under the
+// broker's own owner name so logs and claims tell replicas apart.
+func (a *App) newScheduler(cfg *config.Config, limits map[string]scheduler.Limit, now func() time.Time) error {
+	sched, ok := a.Store.(store.Scheduling)
+	if cfg.Scheduler.Disabled || !ok {
+		return nil
+	}
+	opts := scheduler.Options{
+		Store:       sched,
+		Refresher:   a.Broker,
+		Owner:       a.Broker.Owner(),
+		Interval:    cfg.Scheduler.Interval,
+		Concurrency: cfg.Scheduler.Concurrency,
+		BatchSize:   cfg.Scheduler.BatchSize,
+		Limits:      limits,
+		Now:         now,
+		Logger:      a.log,
+		Metrics:     a.Metrics,
+	}
+	var err error
+	a.Scheduler, err = scheduler.New(opts)
+	return err
+}
+
+// newMetrics creates the app's registry with the Go runtime and process
+// collectors and tokenbroker's own.
+func (a *App) newMetrics(now func() time.Time) error {
+	a.Registry = prometheus.NewRegistry()
+	if err := a.Registry.Register(collectors.NewGoCollector()); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if err := a.Registry.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	counter, _ := a.Store.(metrics.ConnectionCounter)
+	var err error
+	a.Metrics, err = metrics.New(metrics.Options{
+		Registerer:  a.Registry,
+		Providers:   a.Catalog.Names(),
+		Connections: counter,
+		Now:         now,
+		Logger:      a.log,
+	})
+	return err
+}
+
+// newDashboard builds the /ui/ dashboard. Its session cookies are signed
+// with keys derived from the encryption key ring, read per request so a
+// reloaded ring applies at once: a rotation keeps sessions (the old key
+// still verifies), removing a key from the file signs its sessions out.
+func newDashboard(a *App, cfg *config.Config, log *slog.Logger, now func() time.Time) (*ui.Handler, error) {
+	opts := ui.Options{
+		Broker:      a.Broker,
+		Keys:        a.Store,
+		SessionKeys: func() [][]byte { return a.Keys.ring.Load().DeriveKeys(ui.SessionKeyPurpose) },
+		Providers:   a.Catalog.Names(),
+		Logger:      log,
+		Now:         now,
+	}
+	if ev, ok := a.Store.(connectionEvents); ok {
+		opts.Events = eventHistory{ev}
+	}
+	if cc, ok := a.Store.(store.ConnectionCounter); ok {
+		opts.Counter = statusCounts{cc}
+	}
+	if cfg.PublicURL != "" {
+		opts.Reconnect = reconnectLinks{broker: a.Broker, publicURL: strings.TrimRight(cfg.PublicURL, "/")}
+	}
+	return ui.New(opts)
+}
+
+// connectionEvents is the event history of stores with an outbox.
+type connectionEvents interface {
+	ConnectionEvents(ctx context.Context, connectionID string, limit int) ([]store.Event, error)
+}
+
+// eventHistory shows the store's outbox as the dashboard's event history.
+type eventHistory struct{ src connectionEvents }
+
+func (e eventHistory) ConnectionEvents(ctx context.Context, id string, limit int) ([]ui.Event, error) {
+	evs, err := e.src.ConnectionEvents(ctx, id, limit)
+	out := make([]ui.Event, 0, len(evs))
+	for _, ev := range evs {
+		out = append(out, ui.Event{Type: ev.Type, Code: ev.Code, At: ev.At})
+	}
+	return out, err
+}
+
+// statusCounts sums the store's per-provider counts into the dashboard's
+// per-status summary.
+type statusCounts struct{ src store.ConnectionCounter }
+
+func (s statusCounts) CountByStatus(ctx context.Context) (map[string]int, error) {
+	groups, err := s.src.CountConnections(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int, 4)
+	for g, n := range groups {
+		out[g.Status] += n
+	}
+	return out, nil
+}
+
+// reconnectLinks makes the dashboard's reconnect links: a connect session
+// for the connection's own id and provider, whose link
+// (public_url/v1/connect/{session}, as POST /v1/connect-sessions answers)
+// gives the connection a new grant when completed.
+type reconnectLinks struct {
+	broker    *broker.Broker
+	publicURL string
+}
+
+func (r reconnectLinks) ReconnectLink(ctx context.Context, id string) (string, time.Time, error) {
+	c, err := r.broker.GetConnection(ctx, id)
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	s, err := r.broker.CreateConnectSession(ctx, broker.ConnectRequest{ConnectionID: c.ID, Provider: c.Provider})
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	return r.publicURL + "/v1/connect/" + url.PathEscape(s.ID), s.ExpiresAt, nil
+}
+
+// eventSinkFunc adapts a function to broker.EventSink.
+type eventSinkFunc func(ctx context.Context, e broker.Event)
+
+func (f eventSinkFunc) Emit(ctx context.Context, e broker.Event) { f(ctx, e) }
 
 // Close releases the store.
 func (a *App) Close() error { return a.Store.Close() }
@@ -249,6 +433,28 @@ func (a *App) ServeListener(ctx context.Context, ln net.Listener, ready chan<- n
 	followCtx, stopFollowing := context.WithCancel(context.Background())
 	defer stopFollowing()
 	go a.Broker.FollowChanges(followCtx)
+	if a.Scheduler != nil {
+		// The scheduler stops with the server; refreshes it started finish
+		// (bounded by the refresh timeout) before ServeListener returns.
+		schedDone := make(chan struct{})
+		schedCtx, stopScheduler := context.WithCancel(context.Background())
+		go func() {
+			defer close(schedDone)
+			_ = a.Scheduler.Run(schedCtx)
+		}()
+		defer func() { stopScheduler(); <-schedDone }()
+	}
+	if a.Webhooks != nil {
+		// Deliveries in flight when the server stops are cut off; their
+		// claims lapse and the next start (or another replica) sends them.
+		hooksDone := make(chan struct{})
+		hooksCtx, stopHooks := context.WithCancel(context.Background())
+		go func() {
+			defer close(hooksDone)
+			_ = a.Webhooks.Run(hooksCtx)
+		}()
+		defer func() { stopHooks(); <-hooksDone }()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	a.log.Info("tokenbroker listening", "addr", ln.Addr().String(), "database", redactDSN(a.Config.Database))
@@ -289,4 +495,33 @@ func EnsureDataDir(dir string) error {
 		return fmt.Errorf("data_dir: %w", err)
 	}
 	return nil
+}
+
+// newWebhooks builds the webhook dispatcher when the store has an outbox.
+// It runs even with no endpoints configured: it then only prunes old
+// events, which are also the connections' event history.
+func (a *App) newWebhooks(cfg *config.Config, now func() time.Time) error {
+	ob, ok := a.Store.(store.Outbox)
+	if !ok {
+		return nil
+	}
+	eps := make([]webhook.Endpoint, 0, len(cfg.Webhooks.Endpoints))
+	for i, w := range cfg.Webhooks.Endpoints {
+		secret, err := w.Secret(nil)
+		if err != nil {
+			return fmt.Errorf("webhooks.endpoints[%d]: %w", i, err)
+		}
+		eps = append(eps, webhook.Endpoint{Name: w.Name, URL: w.URL, Secret: secret, Events: w.Events})
+	}
+	opts := webhook.Options{
+		Outbox:    ob,
+		Endpoints: eps,
+		Owner:     a.Broker.Owner(),
+		Now:       now,
+		Logger:    a.log,
+		Metrics:   a.Metrics,
+	}
+	var err error
+	a.Webhooks, err = webhook.New(opts)
+	return err
 }

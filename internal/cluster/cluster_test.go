@@ -86,6 +86,9 @@ type clusterOptions struct {
 	// in the replicas' config; empty keeps the defaults.
 	leaseTTL       string
 	refreshTimeout string
+	// noScheduler turns the background scheduler off, for tests that must
+	// decide which replica refreshes a due connection.
+	noScheduler bool
 }
 
 // cluster is a set of tokenbroker processes sharing one fresh PostgreSQL
@@ -187,6 +190,9 @@ func (c *cluster) launch(i int, keysFile string, opts clusterOptions) (*replica,
 		if opts.refreshTimeout != "" {
 			refresh += "  timeout: " + opts.refreshTimeout + "\n"
 		}
+	}
+	if opts.noScheduler {
+		refresh += "scheduler:\n  disabled: true\n"
 	}
 	dataDir := filepath.Join(c.dir, fmt.Sprintf("replica-%d", i))
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0

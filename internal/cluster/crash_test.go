@@ -46,7 +46,7 @@ func TestCrashMidRefresh(t *testing.T) {
 			// A short lease so that the test waits little for it to lapse;
 			// a refresh timeout far longer than the provider's delay, so
 			// that A is still waiting for the answer when it is killed.
-			c := newCluster(t, authz, clusterOptions{replicas: 2, leaseTTL: "2s", refreshTimeout: "30s"})
+			c := newCluster(t, authz, clusterOptions{replicas: 2, leaseTTL: "2s", refreshTimeout: "30s", noScheduler: true})
 			a, b := c.replicas[0], c.replicas[1]
 			const id = "crash"
 			access, refresh, _ := authz.IssueTokens(t, "offline")

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/singleflight"
@@ -150,8 +151,9 @@ type Broker struct {
 	giveUpAfter time.Duration
 	metrics     Metrics
 
-	flights singleflight.Group
-	cache   *tokenCache
+	flights   singleflight.Group
+	flightSeq atomic.Uint64
+	cache     *tokenCache
 	changes store.ChangeFeed
 
 	// unsaved holds tokens the provider issued that could not be saved yet

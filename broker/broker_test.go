@@ -772,3 +772,48 @@ func TestStaleRefreshDoesNotOverwriteNewerToken(t *testing.T) {
 		})
 	}
 }
+
+// Flights of different kinds for one connection in one process (a caller's
+// on-demand refresh, the scheduler's, a proxy's after a 401) must exclude
+// each other at the lease like flights in different processes do.
+func TestFlightsOfDifferentKindsRefreshOnce(t *testing.T) {
+	for _, second := range []struct {
+		name string
+		call func(b *broker.Broker, stale string) error
+	}{
+		{"scheduled", func(b *broker.Broker, _ string) error { return b.RefreshIfDue(context.Background(), "c1") }},
+		{"stale token", func(b *broker.Broker, stale string) error {
+			_, err := b.RefreshConnection(context.Background(), "c1", &stale)
+			return err
+		}},
+	} {
+		t.Run(second.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{})
+			old, _ := e.importExpired("c1")
+			gate := make(chan struct{})
+			e.ep.refreshGate = gate
+			first := make(chan error, 1)
+			go func() {
+				_, err := e.broker.GetToken(context.Background(), "c1")
+				first <- err
+			}()
+			for e.ep.refreshes.Load() == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			// The on-demand flight is at the provider, holding the lease.
+			done := make(chan error, 1)
+			go func() { done <- second.call(e.broker, old) }()
+			time.Sleep(50 * time.Millisecond)
+			close(gate)
+			if err := <-first; err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("second flight: %v", err)
+			}
+			if n := e.srv.RefreshCalls(); n != 1 || e.srv.ReuseDetected() != 0 {
+				t.Fatalf("%d refreshes, %d reuses; want 1 and 0", n, e.srv.ReuseDetected())
+			}
+		})
+	}
+}

@@ -590,7 +590,7 @@ func (b *Broker) CreateClientCredentialsConnection(ctx context.Context, in Clien
 // client-credentials connection: the lease is held by the caller, as for a
 // refresh; the token comes from the client credentials grant, asking for
 // the scopes the connection holds.
-func (b *Broker) renewClientCredentials(ctx context.Context, c *store.Connection, p Provider) (Token, error) {
+func (b *Broker) renewClientCredentials(ctx context.Context, c *store.Connection, p Provider, owner string) (Token, error) {
 	ep, ok := p.Endpoint.(ClientCredentialsEndpoint)
 	if !ok {
 		err := &oauth.Error{Op: "client_credentials", Code: "unsupported_grant_type", Kind: oauth.KindTerminal,
@@ -602,7 +602,7 @@ func (b *Broker) renewClientCredentials(ctx context.Context, c *store.Connection
 	if len(scopes) == 0 {
 		scopes = p.Scopes
 	}
-	stopRenew := b.renewLease(ctx, c.ID)
+	stopRenew := b.renewLease(ctx, c.ID, owner)
 	callCtx, cancel := context.WithTimeout(ctx, b.timeout)
 	tok, err := ep.ClientCredentials(callCtx, scopes...)
 	cancel()

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/store"
@@ -19,10 +20,16 @@ const (
 // acquireLease takes the connection's refresh lease (step 3). It returns the
 // row read under the lease, or nil when, while it waited, the holder wrote a
 // token this caller can use instead of refreshing again.
-func (b *Broker) acquireLease(ctx context.Context, id string, mode refreshMode, stale *string) (*store.Connection, error) {
+//
+// The lease is taken under owner, which names this flight, not just this
+// process: flights of different kinds for one connection can run in one
+// process at once (a caller's, the scheduler's, a proxy's after a 401), and
+// a lease shared by the process would let two of them spend one refresh
+// token.
+func (b *Broker) acquireLease(ctx context.Context, id, owner string, mode refreshMode, stale *string) (*store.Connection, error) {
 	delay := leasePollMin
 	for {
-		c, err := b.store.AcquireLease(ctx, id, b.owner, b.leaseTTL)
+		c, err := b.store.AcquireLease(ctx, id, owner, b.leaseTTL)
 		if err == nil {
 			return &c, nil
 		}
@@ -72,7 +79,7 @@ func (b *Broker) acquireLease(ctx context.Context, id string, mode refreshMode, 
 
 // renewLease extends the lease every third of its TTL until stopped, so a
 // slow provider call does not let another replica start a second refresh.
-func (b *Broker) renewLease(ctx context.Context, id string) (stop func()) {
+func (b *Broker) renewLease(ctx context.Context, id, owner string) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
@@ -86,7 +93,7 @@ func (b *Broker) renewLease(ctx context.Context, id string) (stop func()) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if _, err := b.store.AcquireLease(ctx, id, b.owner, b.leaseTTL); err != nil {
+				if _, err := b.store.AcquireLease(ctx, id, owner, b.leaseTTL); err != nil {
 					b.log.WarnContext(ctx, "could not renew refresh lease", "connection", id, "error", err)
 				}
 			}
@@ -95,13 +102,19 @@ func (b *Broker) renewLease(ctx context.Context, id string) (stop func()) {
 	return func() { close(done); <-finished }
 }
 
-func (b *Broker) releaseLease(id string) {
+func (b *Broker) releaseLease(id, owner string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := b.store.ReleaseLease(ctx, id, b.owner); err != nil {
+	if err := b.store.ReleaseLease(ctx, id, owner); err != nil {
 		// The lease lapses by itself after its TTL.
 		b.log.WarnContext(ctx, "could not release refresh lease", "connection", id, "error", err)
 	}
+}
+
+// flightOwner names one refresh flight in leases: the broker's owner (the
+// replica) and a sequence number.
+func (b *Broker) flightOwner() string {
+	return b.owner + "/" + strconv.FormatUint(b.flightSeq.Add(1), 10)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -190,7 +190,8 @@ func (b *Broker) refresh(ctx context.Context, id string, mode refreshMode, stale
 
 // refreshFlight runs steps 3-8 of the refresh algorithm for one connection.
 func (b *Broker) refreshFlight(ctx context.Context, id string, mode refreshMode, stale *string) (Token, error) {
-	c, err := b.acquireLease(ctx, id, mode, stale)
+	owner := b.flightOwner()
+	c, err := b.acquireLease(ctx, id, owner, mode, stale)
 	if err != nil {
 		return Token{}, err
 	}
@@ -202,7 +203,7 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, mode refreshMode,
 		}
 		return b.tokenOf(&cur)
 	}
-	defer b.releaseLease(id)
+	defer b.releaseLease(id, owner)
 
 	p, err := b.provider(c)
 	if err != nil {
@@ -247,7 +248,7 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, mode refreshMode,
 	// token: under this same lease they are renewed by asking the token
 	// endpoint again with the client's credentials (RFC 6749 §4.4).
 	if c.Grant == store.GrantClientCredentials {
-		return b.renewClientCredentials(ctx, c, p)
+		return b.renewClientCredentials(ctx, c, p, owner)
 	}
 	refreshToken, err := b.open(id, "refresh", c.RefreshToken)
 	if err != nil {
@@ -270,7 +271,7 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, mode refreshMode,
 	}
 
 	// Step 5: call the provider, renewing the lease while it works.
-	stopRenew := b.renewLease(ctx, id)
+	stopRenew := b.renewLease(ctx, id, owner)
 	callCtx, cancel := context.WithTimeout(ctx, b.timeout)
 	started := time.Now()
 	tok, err := p.Endpoint.Refresh(callCtx, refreshToken)
@@ -473,7 +474,7 @@ func (b *Broker) recordFailure(ctx context.Context, c *store.Connection, cause e
 		code = "refresh_failed"
 	}
 	var queued []Event
-	updated, err := b.store.UpdateConnection(ctx, c.ID, func(old store.Connection) (store.Connection, error) {
+	record := func(old store.Connection) (store.Connection, error) {
 		f := store.Failure{Code: code, Message: message, Attempts: 1, FirstAt: now}
 		if old.Failure != nil {
 			f.Attempts = old.Failure.Attempts + 1
@@ -505,7 +506,16 @@ func (b *Broker) recordFailure(ctx context.Context, c *store.Connection, cause e
 		}
 		queued = old.Events
 		return old, nil
-	})
+	}
+	// A conflict means another write landed between the read and ours (a
+	// lease renewal does not count): read again and record on top of it.
+	var updated store.Connection
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if updated, err = b.store.UpdateConnection(ctx, c.ID, record); !errors.Is(err, store.ErrConflict) {
+			break
+		}
+	}
 	b.cache.invalidate(c.ID)
 	if err != nil {
 		b.log.ErrorContext(ctx, "could not record refresh failure", "connection", c.ID, "error", err)

@@ -154,7 +154,7 @@ type Broker struct {
 	flights   singleflight.Group
 	flightSeq atomic.Uint64
 	cache     *tokenCache
-	changes store.ChangeFeed
+	changes   store.ChangeFeed
 
 	// unsaved holds tokens the provider issued that could not be saved yet
 	// (the store was unreachable). They are saved before the provider is

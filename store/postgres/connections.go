@@ -211,24 +211,10 @@ func (s *Store) GetConnection(ctx context.Context, id string) (store.Connection,
 }
 
 // UpdateConnection reads the row, calls update with no lock held, and
-// compare-and-swaps the result on the version it read. It does not retry: a
-// write that landed in between makes it return [store.ErrConflict], and the
-// caller, who knows what update means, decides whether to call again. An
-// error from update is returned as is and nothing is written.
+// compare-and-swaps the result on the version it read; see
+// [store.UpdateWithCAS].
 func (s *Store) UpdateConnection(ctx context.Context, id string, update func(old store.Connection) (store.Connection, error)) (store.Connection, error) {
-	old, err := s.GetConnection(ctx, id)
-	if err != nil {
-		return store.Connection{}, err
-	}
-	next, err := update(old)
-	if err != nil {
-		return store.Connection{}, err
-	}
-	if next.ID != old.ID {
-		return store.Connection{}, fmt.Errorf("store/postgres: update of connection %q changed its id", id)
-	}
-	next.Version = old.Version
-	return s.CompareAndSwap(ctx, next)
+	return store.UpdateWithCAS(ctx, s, id, update)
 }
 
 // CompareAndSwap writes c's data if the stored version is c.Version and

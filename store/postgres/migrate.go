@@ -3,15 +3,12 @@ package postgres
 import (
 	"context"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
-	"path"
-	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/tokenbroker/tokenbroker/store/internal/migrations"
 )
 
 //go:embed migrations/*.sql
@@ -25,11 +22,7 @@ func embeddedMigrations() fs.FS {
 	return sub
 }
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
+type migration = migrations.Migration
 
 // migrateLockKey is the pg_advisory_lock key every tokenbroker process
 // takes while migrating ("tokenbrk" in ASCII). Advisory locks are scoped to
@@ -37,36 +30,8 @@ type migration struct {
 // for each other.
 const migrateLockKey int64 = 0x746f6b656e62726b
 
-// loadMigrations reads NNNN_name.sql files from fsys, in version order.
-func loadMigrations(fsys fs.FS) ([]migration, error) {
-	names, err := fs.Glob(fsys, "*.sql")
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	for _, name := range names {
-		prefix, _, ok := strings.Cut(name, "_")
-		v, err := strconv.Atoi(prefix)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: name must start with a positive version and '_'", name)
-		}
-		body, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{version: v, name: path.Base(name), sql: string(body)})
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no migrations found")
-	}
-	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
-	for i := 1; i < len(out); i++ {
-		if out[i].version == out[i-1].version {
-			return nil, fmt.Errorf("migrations %s and %s share version %d", out[i-1].name, out[i].name, out[i].version)
-		}
-	}
-	return out, nil
-}
+// loadMigrations reads the backend's migrations in version order.
+func loadMigrations(fsys fs.FS) ([]migration, error) { return migrations.Load(fsys) }
 
 // migrate applies the migrations the database has not seen, all in one
 // transaction: either the schema moves to the newest version or it stays
@@ -125,7 +90,7 @@ func (s *Store) applyMigrations(ctx context.Context, tx pgx.Tx, migrations []mig
 		return s.fail(ctx, "migrate", err)
 	}
 	applied := map[int]bool{}
-	latest := migrations[len(migrations)-1].version
+	latest := migrations[len(migrations)-1].Version
 	for _, v := range versions {
 		if int(v) > latest {
 			return fmt.Errorf("store/postgres: migrate: database schema version %d is newer than this build knows (%d); upgrade tokenbroker", v, latest)
@@ -133,19 +98,19 @@ func (s *Store) applyMigrations(ctx context.Context, tx pgx.Tx, migrations []mig
 		applied[int(v)] = true
 	}
 	for _, m := range migrations {
-		if applied[m.version] {
+		if applied[m.Version] {
 			continue
 		}
 		// No arguments: pgx sends it with the simple protocol, which
 		// allows several statements in one string.
-		if _, err := tx.Exec(ctx, m.sql); err != nil {
-			return s.fail(ctx, "migrate: "+m.name, err)
+		if _, err := tx.Exec(ctx, m.SQL); err != nil {
+			return s.fail(ctx, "migrate: "+m.Name, err)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
-			m.version, m.name, stored(s.now())); err != nil {
-			return s.fail(ctx, "migrate: "+m.name, err)
+			m.Version, m.Name, stored(s.now())); err != nil {
+			return s.fail(ctx, "migrate: "+m.Name, err)
 		}
-		s.log.InfoContext(ctx, "store/postgres: applied migration", "version", m.version, "name", m.name)
+		s.log.InfoContext(ctx, "store/postgres: applied migration", "version", m.Version, "name", m.Name)
 	}
 	return nil
 }

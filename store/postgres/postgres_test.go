@@ -130,8 +130,8 @@ func TestConcurrentMigrations(t *testing.T) {
 		if a.Count != 1 {
 			t.Errorf("version %d recorded %d times, want once", a.Version, a.Count)
 		}
-		if i < len(migrations) && int(a.Version) != migrations[i].version {
-			t.Errorf("version #%d = %d, want %d", i, a.Version, migrations[i].version)
+		if i < len(migrations) && int(a.Version) != migrations[i].Version {
+			t.Errorf("version #%d = %d, want %d", i, a.Version, migrations[i].Version)
 		}
 	}
 

@@ -4,15 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"path"
-	"slices"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/store/internal/migrations"
 )
 
 //go:embed migrations/*.sql
@@ -26,42 +23,10 @@ func embeddedMigrations() fs.FS {
 	return sub
 }
 
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
+type migration = migrations.Migration
 
-// loadMigrations reads NNNN_name.sql files from fsys, in version order.
-func loadMigrations(fsys fs.FS) ([]migration, error) {
-	names, err := fs.Glob(fsys, "*.sql")
-	if err != nil {
-		return nil, err
-	}
-	var out []migration
-	for _, name := range names {
-		prefix, _, ok := strings.Cut(name, "_")
-		v, err := strconv.Atoi(prefix)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("migration %s: name must start with a positive version and '_'", name)
-		}
-		body, err := fs.ReadFile(fsys, name)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, migration{version: v, name: path.Base(name), sql: string(body)})
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no migrations found")
-	}
-	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
-	for i := 1; i < len(out); i++ {
-		if out[i].version == out[i-1].version {
-			return nil, fmt.Errorf("migrations %s and %s share version %d", out[i-1].name, out[i].name, out[i].version)
-		}
-	}
-	return out, nil
-}
+// loadMigrations reads the backend's migrations in version order.
+func loadMigrations(fsys fs.FS) ([]migration, error) { return migrations.Load(fsys) }
 
 // migrate applies the migrations db has not seen, all in one transaction:
 // either the schema moves to the newest version or it stays where it was.
@@ -100,24 +65,24 @@ func migrate(ctx context.Context, db *sql.DB, migrations []migration, now func()
 	if err := rows.Close(); err != nil {
 		return fmt.Errorf("migrate: %w", classify(err))
 	}
-	latest := migrations[len(migrations)-1].version
+	latest := migrations[len(migrations)-1].Version
 	for v := range applied {
 		if v > latest {
 			return fmt.Errorf("migrate: database schema version %d is newer than this build knows (%d); upgrade tokenbroker", v, latest)
 		}
 	}
 	for _, m := range migrations {
-		if applied[m.version] {
+		if applied[m.Version] {
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-			return fmt.Errorf("migrate: %s: %w", m.name, classify(err))
+		if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+			return fmt.Errorf("migrate: %s: %w", m.Name, classify(err))
 		}
 		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
-			m.version, m.name, now().UnixMicro()); err != nil {
-			return fmt.Errorf("migrate: %s: %w", m.name, classify(err))
+			m.Version, m.Name, now().UnixMicro()); err != nil {
+			return fmt.Errorf("migrate: %s: %w", m.Name, classify(err))
 		}
-		log.Info("store/sqlite: applied migration", "version", m.version, "name", m.name)
+		log.Info("store/sqlite: applied migration", "version", m.Version, "name", m.Name)
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("migrate: %w", classify(err))

@@ -216,7 +216,7 @@ func TestReopen(t *testing.T) {
 	}
 	var versions []int64
 	for _, m := range all {
-		versions = append(versions, int64(m.version))
+		versions = append(versions, int64(m.Version))
 	}
 	if !slices.Equal(applied, versions) {
 		t.Errorf("schema_migrations versions = %v, want %v", applied, versions)

@@ -291,8 +291,8 @@ func testUpdate(t *testing.T, s store.Store, clk *Clock) {
 		old.ID = "conn-other"
 		return old, nil
 	})
-	if err == nil {
-		t.Error("UpdateConnection that changed the id succeeded, want an error")
+	if !errors.Is(err, store.ErrIDChanged) {
+		t.Errorf("UpdateConnection that changed the id: %v, want ErrIDChanged", err)
 	}
 	if _, err := s.GetConnection(ctx, "conn-other"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("GetConnection(conn-other) err = %v, want ErrNotFound", err)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/store"
+
+	"github.com/tokenbroker/tokenbroker/internal/wait"
 )
 
 // Lease waits poll the row with backoff between these bounds. The winner's
@@ -43,7 +45,7 @@ func (b *Broker) acquireLease(ctx context.Context, id, owner string, mode refres
 		defer func() { b.metrics.LeaseWaited(c.Provider, time.Since(waitStart)) }()
 		seen := c.Version
 		for {
-			if err := sleepCtx(ctx, delay); err != nil {
+			if err := wait.Sleep(ctx, delay); err != nil {
 				return nil, err
 			}
 			delay = min(delay*3/2, leasePollMax)
@@ -115,15 +117,4 @@ func (b *Broker) releaseLease(id, owner string) {
 // replica) and a sequence number.
 func (b *Broker) flightOwner() string {
 	return b.owner + "/" + strconv.FormatUint(b.flightSeq.Add(1), 10)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

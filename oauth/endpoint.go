@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/internal/wait"
 )
 
 // DefaultHTTPTimeout bounds each request of an [Endpoint] whose Config has no
@@ -153,7 +155,7 @@ func NewEndpoint(cfg Config) (*Endpoint, error) {
 		e.rand = rand.Float64
 	}
 	if e.sleep == nil {
-		e.sleep = sleepContext
+		e.sleep = wait.Sleep
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)

@@ -92,21 +92,6 @@ func (b Backoff) Delay(attempt int, rnd float64) time.Duration {
 	return d
 }
 
-// sleepContext waits for d or until ctx is done, whichever comes first.
-func sleepContext(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // retryable reports whether trying the same request again may get a
 // different answer: no answer at all, a garbled success, 408, 429 or 5xx.
 // Other 4xx answers are returned as they are even when their Kind is

@@ -1,8 +1,6 @@
 package oauth
 
 import (
-	"context"
-	"errors"
 	"math"
 	"testing"
 	"time"
@@ -75,18 +73,6 @@ func TestBackoffDelayGrowsThenSaturates(t *testing.T) {
 	}
 	if prev != time.Second-1 {
 		t.Errorf("upper bound after many attempts = %v, want just under Max", prev)
-	}
-}
-
-func TestSleepContextStopsWhenContextEnds(t *testing.T) {
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	// An hour-long sleep that returns is the assertion: it honoured ctx.
-	if err := sleepContext(ctx, time.Hour); !errors.Is(err, context.Canceled) {
-		t.Errorf("sleepContext = %v, want context.Canceled", err)
-	}
-	if err := sleepContext(t.Context(), 0); err != nil {
-		t.Errorf("zero sleep = %v, want nil", err)
 	}
 }
 

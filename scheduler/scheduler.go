@@ -14,6 +14,8 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/oauth"
 	"github.com/tokenbroker/tokenbroker/store"
+
+	"github.com/tokenbroker/tokenbroker/internal/wait"
 )
 
 // Refresher refreshes one connection if it is due. *broker.Broker
@@ -189,7 +191,7 @@ func New(opts Options) (*Scheduler, error) {
 		s.now = time.Now
 	}
 	if s.sleep == nil {
-		s.sleep = sleepCtx
+		s.sleep = wait.Sleep
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -198,20 +200,6 @@ func New(opts Options) (*Scheduler, error) {
 		s.metrics = noMetrics{}
 	}
 	return s, nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // Owner is the name this scheduler claims connections under.

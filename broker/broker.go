@@ -72,8 +72,11 @@ type Options struct {
 	// LeaseTTL is how long a lease holds without renewal; a replica that
 	// dies holding one blocks the connection at most this long. Default 30s.
 	LeaseTTL time.Duration
-	// Backoff spaces out attempts after transient failures. Default base
-	// 30s, cap 1h.
+	// Backoff spaces out attempts after transient failures: the n-th
+	// consecutive failure cools the connection down for a time drawn from
+	// [d/2, d) with d = min(Max, Base·2^(n-1)). Default base 30s, cap 4h,
+	// so a connection that fails for a day costs its provider about 14
+	// attempts, however many callers ask for it.
 	Backoff oauth.Backoff
 	Now     func() time.Time
 	Rand    func() float64
@@ -223,7 +226,7 @@ func New(opts Options) (*Broker, error) {
 		b.backoff.Base = 30 * time.Second
 	}
 	if b.backoff.Max <= 0 {
-		b.backoff.Max = time.Hour
+		b.backoff.Max = 4 * time.Hour
 	}
 	if b.now == nil {
 		b.now = time.Now

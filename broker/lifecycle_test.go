@@ -142,3 +142,40 @@ func TestPersistentTransientFailureBecomesNeedsReauth(t *testing.T) {
 		t.Fatalf("%d provider calls in 3 hours of outage", n)
 	}
 }
+
+// A connection whose provider keeps failing transiently, asked for every
+// five minutes of a day by several callers and the scheduler, costs the provider a few dozen calls at
+// most (each attempt here is one call; the real endpoint may retry a blip
+// up to twice more within an attempt).
+func TestFailingConnectionIsNotHammered(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	clk := &fakeClock{}
+	b := newClockedBroker(t, e, clk, nil, func(o *broker.Options) {
+		o.Backoff = oauth.Backoff{} // the defaults
+		o.GiveUpAfter = 7 * 24 * time.Hour
+	})
+	ctx := context.Background()
+	access, refresh, _ := e.srv.IssueTokens(t, "offline")
+	if _, err := b.CreateConnection(ctx, broker.Import{ID: "c1", Provider: "acme", AccessToken: access, RefreshToken: refresh, ExpiresAt: clk.Now().Add(-time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	e.srv.FailNext(100000, 503, nil, "")
+	before := e.srv.RefreshCalls()
+	for minute := 0; minute < 24*60; minute += 5 {
+		for range 3 {
+			if _, err := b.GetToken(ctx, "c1"); !errors.Is(err, oauth.ErrTransient) {
+				t.Fatalf("minute %d: GetToken = %v, want a transient error", minute, err)
+			}
+		}
+		_ = b.RefreshIfDue(ctx, "c1")
+		clk.Advance(5 * time.Minute)
+	}
+	calls := e.srv.RefreshCalls() - before
+	if calls > 20 {
+		t.Fatalf("a failing connection cost the provider %d calls in a day, want at most 20", calls)
+	}
+	if calls < 5 {
+		t.Fatalf("only %d attempts in a day: the broker stopped trying too soon", calls)
+	}
+	t.Logf("%d provider calls in one simulated day", calls)
+}

@@ -493,7 +493,7 @@ func (b *Broker) recordFailure(ctx context.Context, c *store.Connection, cause e
 			}
 			old.Status = store.StatusNeedsReauth
 		} else {
-			wait := b.backoff.Delay(f.Attempts-1, b.rand())
+			wait := b.cooldown(f.Attempts)
 			if wait < retryAfter {
 				wait = retryAfter
 			}
@@ -524,6 +524,19 @@ func (b *Broker) recordFailure(ctx context.Context, c *store.Connection, cause e
 	b.log.WarnContext(ctx, "refresh failed", "connection", c.ID, "provider", c.Provider, "code", code,
 		"kind", kind.String(), "attempts", updated.Failure.Attempts, "status", updated.Status)
 	b.emit(ctx, queued)
+}
+
+// cooldown is how long a connection rests after its n-th consecutive
+// transient failure. Equal jitter (half fixed, half random) rather than the
+// full jitter of oauth.Backoff.Delay: spreading is still there, but the
+// wait never collapses to nothing, which is what bounds the calls a dead
+// connection costs its provider.
+func (b *Broker) cooldown(n int) time.Duration {
+	ceiling := b.backoff.Max
+	if n-1 < 32 {
+		ceiling = min(b.backoff.Max, b.backoff.Base<<(n-1))
+	}
+	return ceiling/2 + time.Duration(b.rand()*float64(ceiling/2))
 }
 
 func (b *Broker) takeUnsaved(id string) *oauth.Token {

@@ -436,6 +436,9 @@ func (b *Broker) saveGrant(ctx context.Context, id, provider, grant string, tok 
 		}
 		c.RefreshHardExpiresAt = tok.RefreshHardExpiry
 		c.LastRefreshAt = now
+		if metadata != nil {
+			c.Metadata = metadata
+		}
 		c.NextRefreshAt = b.nextRefreshAt(c, p)
 	}
 

@@ -150,6 +150,36 @@ func (b *Broker) CreateConnection(ctx context.Context, in Import) (store.Connect
 	return created, nil
 }
 
+// ReimportConnection creates the connection, or replaces the tokens of the
+// existing one with tokens obtained elsewhere: the import form of
+// reconnecting. A replaced connection is active again with its failure
+// cleared, and connection.recovered is emitted when it was failing; its
+// metadata is replaced only when in carries some. created reports whether
+// the connection was new. Returns a *ValidationError for bad input and an
+// error wrapping ErrProviderMismatch when id belongs to another provider;
+// nothing is written in either case.
+func (b *Broker) ReimportConnection(ctx context.Context, in Import) (c store.Connection, created bool, err error) {
+	p, err := b.validateImport(&in)
+	if err != nil {
+		return store.Connection{}, false, err
+	}
+	now := b.now()
+	tok := &oauth.Token{
+		AccessToken: in.AccessToken, RefreshToken: in.RefreshToken, TokenType: in.TokenType, Scope: in.Scope,
+		RefreshExpiry: in.RefreshTokenExpiresAt, IssuedAt: now,
+	}
+	switch {
+	case in.ExpiresIn > 0:
+		tok.Expiry = now.Add(in.ExpiresIn)
+	case !in.ExpiresAt.IsZero():
+		tok.Expiry = in.ExpiresAt
+	case p.DefaultExpiresIn > 0:
+		tok.Expiry, tok.ExpiryDefaulted = now.Add(p.DefaultExpiresIn), true
+	}
+	c, replaced, err := b.saveGrant(ctx, in.ID, in.Provider, "", tok, in.Metadata, false)
+	return c, !replaced, err
+}
+
 // introspectExpiry asks the provider when an access token expires (RFC
 // 7662). It is called once per token whose lifetime the provider did not
 // state, never on the request path of a valid token.

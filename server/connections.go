@@ -109,6 +109,45 @@ func (s *Server) importConnection(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusCreated, newView(&c, true))
 }
 
+// reimportConnection replaces a connection's tokens with ones obtained
+// elsewhere (or creates it): how a connection imported by API is repaired
+// after it needed re-authentication. The id comes from the path; a body id,
+// if any, must match it.
+func (s *Server) reimportConnection(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var req importRequest
+	if e, ok := s.decodeJSON(w, r, &req); !ok {
+		s.writeError(w, r, e)
+		return
+	}
+	if req.ID != "" && req.ID != id {
+		s.writeError(w, r, invalid("id: the body's id does not match the path's"))
+		return
+	}
+	if req.Grant != "" || req.Scopes != nil {
+		s.writeError(w, r, invalid("grant: client-credentials connections are created with POST, not re-imported"))
+		return
+	}
+	req.ID = id
+	in, err := req.toImport()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	info(r.Context()).connection = id
+	c, created, err := s.broker.ReimportConnection(r.Context(), in)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+		w.Header().Set("Location", "/v1/connections/"+url.PathEscape(c.ID))
+	}
+	s.writeJSON(w, r, status, newView(&c, true))
+}
+
 // decodeJSON reads one JSON object into dst, refusing unknown fields, and
 // says what was wrong in terms of the request's fields.
 func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, dst any) (apiError, bool) {

@@ -584,3 +584,56 @@ func TestRequestLogLine(t *testing.T) {
 		t.Errorf("request log lines missing or incomplete (found %v, foundErr %v)", found, foundErr)
 	}
 }
+
+// A connection imported by API is repaired by re-importing fresh tokens:
+// PUT replaces them, the connection is active again and its failure gone.
+func TestReimportRepairsNeedsReauth(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.importConn("c1", provAcme, map[string]any{"metadata": map[string]any{"team": "blue"}})
+	h.authz.FailNext(1, http.StatusBadRequest, http.Header{"Content-Type": {"application/json"}}, `{"error":"invalid_grant"}`)
+	h.clock.Advance(3500 * time.Second)
+	if r := h.do("GET", "/v1/connections/c1/token", h.tokensKey, nil, nil); r.status != http.StatusConflict {
+		t.Fatalf("token after invalid_grant: status %d, want 409", r.status)
+	}
+
+	h.clock.Advance(time.Minute) // the repair comes later than the failure
+	access, refresh := h.issue()
+	body := map[string]any{"provider": provAcme, "access_token": access, "refresh_token": refresh, "expires_in": 3600}
+	if r := h.do("PUT", "/v1/connections/c1", h.tokensKey, body, nil); r.status != http.StatusForbidden {
+		t.Fatalf("PUT with a tokens key: status %d, want 403", r.status)
+	}
+	r := h.do("PUT", "/v1/connections/c1", h.adminKey, body, nil)
+	if r.status != http.StatusOK {
+		t.Fatalf("PUT over needs_reauth: status %d, body %s", r.status, r.body)
+	}
+	view := r.json(t)
+	if view["status"] != "active" || view["failure"] != nil {
+		t.Fatalf("after re-import: status %v, failure %v; want active and none", view["status"], view["failure"])
+	}
+	if md, _ := view["metadata"].(map[string]any); md["team"] != "blue" {
+		t.Errorf("re-import without metadata lost the stored metadata: %v", view["metadata"])
+	}
+	tok := h.do("GET", "/v1/connections/c1/token", h.tokensKey, nil, nil)
+	if tok.status != http.StatusOK || tok.json(t)["access_token"] != access {
+		t.Fatalf("token after re-import: status %d", tok.status)
+	}
+	events, err := h.store.ConnectionEvents(t.Context(), "c1", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) == 0 || events[0].Type != "connection.recovered" {
+		t.Fatalf("newest event after re-import: %v, want connection.recovered", events)
+	}
+
+	// A new id is created; a body id that disagrees with the path is refused.
+	a2, r2 := h.issue()
+	if r := h.do("PUT", "/v1/connections/c2", h.adminKey, map[string]any{"provider": provAcme, "access_token": a2, "refresh_token": r2}, nil); r.status != http.StatusCreated {
+		t.Fatalf("PUT of a new id: status %d, want 201", r.status)
+	}
+	if r := h.do("PUT", "/v1/connections/c2", h.adminKey, map[string]any{"id": "c3", "provider": provAcme, "access_token": a2}, nil); r.status != http.StatusBadRequest {
+		t.Fatalf("PUT with a mismatched body id: status %d, want 400", r.status)
+	}
+	if r := h.do("PUT", "/v1/connections/c2", h.adminKey, map[string]any{"provider": provNoAPI, "access_token": a2}, nil); r.status != http.StatusConflict {
+		t.Fatalf("PUT under another provider: status %d, want 409", r.status)
+	}
+}

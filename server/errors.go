@@ -77,6 +77,8 @@ func classify(err error, admin bool) apiError {
 		return apiError{status: http.StatusNotFound, code: codeNotFound, message: "connection not found"}
 	case errors.Is(err, store.ErrAlreadyExists):
 		return apiError{status: http.StatusConflict, code: codeAlreadyExists, message: "a connection with this id already exists"}
+	case errors.Is(err, broker.ErrProviderMismatch):
+		return apiError{status: http.StatusConflict, code: codeAlreadyExists, message: "a connection with this id exists under another provider"}
 	case errors.Is(err, store.ErrUnavailable):
 		return apiError{status: http.StatusServiceUnavailable, code: codeProviderUnavailable,
 			message: "database unavailable", retryAfter: defaultRetryAfter}

@@ -24,6 +24,7 @@ type Broker interface {
 	GetToken(ctx context.Context, id string) (broker.Token, error)
 	RefreshConnection(ctx context.Context, id string, stale *string) (broker.Token, error)
 	DeleteConnection(ctx context.Context, id string) (revokeErr, err error)
+	ReimportConnection(ctx context.Context, in broker.Import) (c store.Connection, created bool, err error)
 	// Provider tells the delete route whether the provider has a
 	// revocation endpoint, so "revoked" is only reported when it did revoke.
 	Provider(name string) (broker.Provider, bool)
@@ -257,6 +258,7 @@ func routes() []route {
 		{"GET /v1/connections/{id}", accessTokens, (*Server).getConnection},
 		{patternToken, accessTokens, (*Server).getToken},
 		{"POST /v1/connections/{id}/refresh", accessAdmin, (*Server).refreshConnection},
+		{"PUT /v1/connections/{id}", accessAdmin, (*Server).reimportConnection},
 		{"DELETE /v1/connections/{id}", accessAdmin, (*Server).deleteConnection},
 		{patternProxy, accessTokens, (*Server).proxy},
 		{"GET /healthz", accessPublic, (*Server).healthz},

@@ -179,3 +179,26 @@ func TestFailingConnectionIsNotHammered(t *testing.T) {
 	}
 	t.Logf("%d provider calls in one simulated day", calls)
 }
+
+func TestRefreshExpiringSoon(t *testing.T) {
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	day := 24 * time.Hour
+	sealed := []byte("sealed-refresh-token")
+	for _, tc := range []struct {
+		name string
+		c    store.Connection
+		want bool
+	}{
+		{"hard limit in 3 days", store.Connection{Status: store.StatusActive, RefreshToken: sealed, RefreshHardExpiresAt: now.Add(3 * day)}, true},
+		{"refresh expiry in 13 days", store.Connection{Status: store.StatusActive, RefreshToken: sealed, RefreshExpiresAt: now.Add(13 * day)}, true},
+		{"refresh expiry in 30 days", store.Connection{Status: store.StatusActive, RefreshToken: sealed, RefreshExpiresAt: now.Add(30 * day)}, false},
+		{"already ended", store.Connection{Status: store.StatusActive, RefreshToken: sealed, RefreshHardExpiresAt: now.Add(-day)}, false},
+		{"unknown", store.Connection{Status: store.StatusActive, RefreshToken: sealed}, false},
+		{"no refresh token", store.Connection{Status: store.StatusActive, RefreshHardExpiresAt: now.Add(day)}, false},
+		{"needs reauth already", store.Connection{Status: store.StatusNeedsReauth, RefreshToken: sealed, RefreshHardExpiresAt: now.Add(day)}, false},
+	} {
+		if got := broker.RefreshExpiringSoon(&tc.c, now); got != tc.want {
+			t.Errorf("%s: RefreshExpiringSoon = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

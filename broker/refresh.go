@@ -122,6 +122,25 @@ func (b *Broker) nextRefreshAt(c *store.Connection, p Provider) time.Time {
 	return next
 }
 
+// ExpiringSoonWithin is how far ahead a refresh token's end is reported.
+const ExpiringSoonWithin = 14 * 24 * time.Hour
+
+// RefreshExpiringSoon reports whether c's refresh token (or its chain's hard
+// limit, such as Intuit's x_refresh_token_hard_expires_in) ends within
+// ExpiringSoonWithin of now. Refreshing does not help past a hard limit, so
+// this is a warning for a person: the user will have to reconnect.
+func RefreshExpiringSoon(c *store.Connection, now time.Time) bool {
+	if c.Status != store.StatusActive || len(c.RefreshToken) == 0 {
+		return false
+	}
+	for _, end := range []time.Time{c.RefreshExpiresAt, c.RefreshHardExpiresAt} {
+		if !end.IsZero() && end.After(now) && end.Sub(now) <= ExpiringSoonWithin {
+			return true
+		}
+	}
+	return false
+}
+
 // keepAliveDue reports whether c's refresh token should be used now to
 // keep it from dying of disuse.
 func keepAliveDue(c *store.Connection, p Provider, now time.Time) bool {

@@ -308,5 +308,5 @@ func (s *Server) importClientCredentials(w http.ResponseWriter, r *http.Request,
 		return
 	}
 	w.Header().Set("Location", "/v1/connections/"+url.PathEscape(c.ID))
-	s.writeJSON(w, r, http.StatusCreated, newView(&c, true))
+	s.writeJSON(w, r, http.StatusCreated, newView(&c, true, s.now()))
 }

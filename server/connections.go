@@ -106,7 +106,7 @@ func (s *Server) importConnection(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/v1/connections/"+url.PathEscape(c.ID))
-	s.writeJSON(w, r, http.StatusCreated, newView(&c, true))
+	s.writeJSON(w, r, http.StatusCreated, newView(&c, true, s.now()))
 }
 
 // reimportConnection replaces a connection's tokens with ones obtained
@@ -145,7 +145,7 @@ func (s *Server) reimportConnection(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusCreated
 		w.Header().Set("Location", "/v1/connections/"+url.PathEscape(c.ID))
 	}
-	s.writeJSON(w, r, status, newView(&c, true))
+	s.writeJSON(w, r, status, newView(&c, true, s.now()))
 }
 
 // decodeJSON reads one JSON object into dst, refusing unknown fields, and
@@ -280,7 +280,7 @@ func (s *Server) listConnections(w http.ResponseWriter, r *http.Request) {
 	}
 	out := listView{Connections: make([]connectionView, 0, len(page.Connections)), NextAfter: page.NextAfter}
 	for i := range page.Connections {
-		out.Connections = append(out.Connections, newView(&page.Connections[i], true))
+		out.Connections = append(out.Connections, newView(&page.Connections[i], true, s.now()))
 	}
 	s.writeJSON(w, r, http.StatusOK, out)
 }
@@ -291,7 +291,7 @@ func (s *Server) getConnection(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, newView(&c, info(r.Context()).admin))
+	s.writeJSON(w, r, http.StatusOK, newView(&c, info(r.Context()).admin, s.now()))
 }
 
 func (s *Server) getToken(w http.ResponseWriter, r *http.Request) {
@@ -319,7 +319,7 @@ func (s *Server) refreshConnection(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, newView(&c, true))
+	s.writeJSON(w, r, http.StatusOK, newView(&c, true, s.now()))
 }
 
 func (s *Server) deleteConnection(w http.ResponseWriter, r *http.Request) {
@@ -351,22 +351,28 @@ func (s *Server) deleteConnection(w http.ResponseWriter, r *http.Request) {
 
 // connectionView is a connection as the API shows it: never its tokens.
 type connectionView struct {
-	ID                    string          `json:"id"`
-	Provider              string          `json:"provider"`
-	Status                store.Status    `json:"status"`
-	TokenType             string          `json:"token_type"`
-	Scope                 string          `json:"scope"`
-	ExpiresAt             *time.Time      `json:"expires_at"`
-	ExpirySource          string          `json:"expiry_source"`
-	HasRefreshToken       bool            `json:"has_refresh_token"`
-	Grant                 string          `json:"grant,omitempty"` // "client_credentials" or absent
-	RefreshTokenExpiresAt *time.Time      `json:"refresh_token_expires_at"`
-	LastRefreshAt         *time.Time      `json:"last_refresh_at"`
-	Failure               *failureView    `json:"failure"`
-	Metadata              json.RawMessage `json:"metadata"`
-	Version               int64           `json:"version"`
-	CreatedAt             *time.Time      `json:"created_at"`
-	UpdatedAt             *time.Time      `json:"updated_at"`
+	ID                    string       `json:"id"`
+	Provider              string       `json:"provider"`
+	Status                store.Status `json:"status"`
+	TokenType             string       `json:"token_type"`
+	Scope                 string       `json:"scope"`
+	ExpiresAt             *time.Time   `json:"expires_at"`
+	ExpirySource          string       `json:"expiry_source"`
+	HasRefreshToken       bool         `json:"has_refresh_token"`
+	Grant                 string       `json:"grant,omitempty"` // "client_credentials" or absent
+	RefreshTokenExpiresAt *time.Time   `json:"refresh_token_expires_at"`
+	// RefreshChainExpiresAt is a hard limit on the refresh token chain
+	// that refreshing does not extend.
+	RefreshChainExpiresAt *time.Time `json:"refresh_chain_expires_at"`
+	// RefreshExpiringSoon warns that the refresh token (or its chain) ends
+	// within two weeks: the user will have to reconnect.
+	RefreshExpiringSoon bool            `json:"refresh_token_expiring_soon"`
+	LastRefreshAt       *time.Time      `json:"last_refresh_at"`
+	Failure             *failureView    `json:"failure"`
+	Metadata            json.RawMessage `json:"metadata"`
+	Version             int64           `json:"version"`
+	CreatedAt           *time.Time      `json:"created_at"`
+	UpdatedAt           *time.Time      `json:"updated_at"`
 }
 
 type failureView struct {
@@ -402,7 +408,7 @@ const (
 	expiryUnknown  = "unknown"
 )
 
-func newView(c *store.Connection, admin bool) connectionView {
+func newView(c *store.Connection, admin bool, now time.Time) connectionView {
 	v := connectionView{
 		ID:                    c.ID,
 		Provider:              c.Provider,
@@ -414,6 +420,8 @@ func newView(c *store.Connection, admin bool) connectionView {
 		HasRefreshToken:       len(c.RefreshToken) > 0,
 		Grant:                 c.Grant,
 		RefreshTokenExpiresAt: timeOrNil(c.RefreshExpiresAt),
+		RefreshChainExpiresAt: timeOrNil(c.RefreshHardExpiresAt),
+		RefreshExpiringSoon:   broker.RefreshExpiringSoon(c, now),
 		LastRefreshAt:         timeOrNil(c.LastRefreshAt),
 		Version:               c.Version,
 		CreatedAt:             timeOrNil(c.CreatedAt),

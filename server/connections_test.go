@@ -637,3 +637,17 @@ func TestReimportRepairsNeedsReauth(t *testing.T) {
 		t.Fatalf("PUT under another provider: status %d, want 409", r.status)
 	}
 }
+
+func TestRefreshTokenExpiringSoonIsReported(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	soon := h.clock.Now().Add(5 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	later := h.clock.Now().Add(90 * 24 * time.Hour).UTC().Format(time.RFC3339)
+	h.importConn("soon", provAcme, map[string]any{"refresh_token_expires_at": soon})
+	h.importConn("later", provAcme, map[string]any{"refresh_token_expires_at": later})
+	for id, want := range map[string]bool{"soon": true, "later": false} {
+		v := h.do("GET", "/v1/connections/"+id, h.tokensKey, nil, nil).json(t)
+		if v["refresh_token_expiring_soon"] != want {
+			t.Errorf("%s: refresh_token_expiring_soon = %v, want %v", id, v["refresh_token_expiring_soon"], want)
+		}
+	}
+}

@@ -199,9 +199,11 @@ type row struct {
 	ExpiresAt        when
 	ExpiryDefaulted  bool
 	RefreshExpiresAt when
-	LastRefreshAt    when
-	FailureCode      string
-	Attempts         int
+	// RefreshSoon: the refresh token or its chain ends within two weeks.
+	RefreshSoon   bool
+	LastRefreshAt when
+	FailureCode   string
+	Attempts      int
 }
 
 func (h *Handler) row(c *store.Connection) row {
@@ -212,6 +214,7 @@ func (h *Handler) row(c *store.Connection) row {
 		ExpiresAt:        h.when(c.ExpiresAt),
 		ExpiryDefaulted:  c.ExpiryDefaulted,
 		RefreshExpiresAt: h.when(c.RefreshExpiresAt),
+		RefreshSoon:      broker.RefreshExpiringSoon(c, h.now()),
 		LastRefreshAt:    h.when(c.LastRefreshAt),
 	}
 	if f := c.Failure; f != nil {

@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -397,4 +399,49 @@ func NewEventID(at time.Time) string {
 	binary.BigEndian.PutUint64(b[:8], uint64(at.UnixMilli())<<16)
 	_, _ = rand.Read(b[6:])
 	return "evt_" + hex.EncodeToString(b[:])
+}
+
+// Validate checks what every backend requires of a connect session before
+// storing it.
+func (cs ConnectSession) Validate() error {
+	switch {
+	case cs.ID == "":
+		return errors.New("connect session id is empty")
+	case cs.ConnectionID == "" || cs.Provider == "":
+		return errors.New("connect session needs a connection id and a provider")
+	case cs.ExpiresAt.IsZero():
+		return errors.New("connect session has no expiry")
+	}
+	for _, sc := range cs.Scopes {
+		if sc == "" || strings.ContainsAny(sc, " \t\r\n") {
+			return fmt.Errorf("connect session scope %q is empty or contains white space", sc)
+		}
+	}
+	return nil
+}
+
+// Bounds on the Outbox methods' work per call, shared by the backends.
+const (
+	// OutboxFanOutBatch caps the events one claim fans out, so a long
+	// backlog (no dispatcher ran for a while) is worked through in steps
+	// rather than in one long write transaction.
+	OutboxFanOutBatch = 1000
+	// MaxClaim caps ClaimDeliveries' limit.
+	MaxClaim = 1000
+	// DefaultEventsLimit and MaxEventsLimit apply to ConnectionEvents.
+	DefaultEventsLimit = 50
+	MaxEventsLimit     = 500
+)
+
+// EventsLimit applies ConnectionEvents' default and maximum to limit; a
+// negative limit is an error.
+func EventsLimit(limit int) (int, error) {
+	switch {
+	case limit < 0:
+		return 0, fmt.Errorf("connection events: limit %d is negative", limit)
+	case limit == 0:
+		return DefaultEventsLimit, nil
+	default:
+		return min(limit, MaxEventsLimit), nil
+	}
 }

@@ -40,18 +40,8 @@ func sessionNotFound() error {
 // CreateConnectSession stores cs. Returns [store.ErrAlreadyExists] if the id
 // is taken.
 func (s *Store) CreateConnectSession(ctx context.Context, cs store.ConnectSession) error {
-	switch {
-	case cs.ID == "":
-		return errors.New("store/postgres: connect session id is empty")
-	case cs.ConnectionID == "" || cs.Provider == "":
-		return errors.New("store/postgres: connect session needs a connection id and a provider")
-	case cs.ExpiresAt.IsZero():
-		return errors.New("store/postgres: connect session has no expiry")
-	}
-	for _, sc := range cs.Scopes {
-		if sc == "" || strings.ContainsAny(sc, " \t\r\n") {
-			return fmt.Errorf("store/postgres: connect session scope %q is empty or contains white space", sc)
-		}
+	if err := cs.Validate(); err != nil {
+		return fmt.Errorf("store/postgres: %w", err)
 	}
 	for _, f := range []struct{ name, v string }{
 		{"id", cs.ID}, {"connection id", cs.ConnectionID}, {"provider", cs.Provider},

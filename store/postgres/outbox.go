@@ -16,18 +16,6 @@ import (
 
 var _ store.Outbox = (*Store)(nil)
 
-// Bounds on the outbox methods' work per call.
-const (
-	// fanOutBatch caps the events one claim fans out, so a long backlog
-	// (no dispatcher ran for a while) is worked through in steps.
-	fanOutBatch = 1000
-	// maxClaim caps ClaimDeliveries' limit.
-	maxClaim = 1000
-	// defaultEventsLimit and maxEventsLimit apply to ConnectionEvents.
-	defaultEventsLimit = 50
-	maxEventsLimit     = 500
-)
-
 // querier is what a connection write needs: a pooled connection or a
 // transaction on one.
 type querier interface {
@@ -133,7 +121,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, owner string, endpoints []s
 	if len(endpoints) == 0 {
 		return nil, nil
 	}
-	limit = min(limit, maxClaim)
+	limit = min(limit, store.MaxClaim)
 	const op = "claim deliveries"
 	var out []store.Delivery
 	err := s.do(ctx, op, false, func(conn *pgxpool.Conn) error {
@@ -153,7 +141,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, owner string, endpoints []s
 					ON CONFLICT DO NOTHING
 				)
 				UPDATE outbox_events SET fanned_out = true WHERE id IN (SELECT id FROM fresh)`,
-				endpoints, stored(now), fanOutBatch); err != nil {
+				endpoints, stored(now), store.OutboxFanOutBatch); err != nil {
 				return s.fail(ctx, op, err)
 			}
 			rows, err := tx.Query(ctx, `UPDATE outbox_deliveries d
@@ -252,20 +240,16 @@ func (s *Store) OutboxBacklog(ctx context.Context) (int, error) {
 // ConnectionEvents returns the connection's latest events, newest first. A
 // zero limit means 50; more than 500 means 500.
 func (s *Store) ConnectionEvents(ctx context.Context, connectionID string, limit int) ([]store.Event, error) {
-	switch {
-	case limit < 0:
-		return nil, fmt.Errorf("store/postgres: connection events: limit %d is negative", limit)
-	case limit == 0:
-		limit = defaultEventsLimit
-	case limit > maxEventsLimit:
-		limit = maxEventsLimit
+	limit, err := store.EventsLimit(limit)
+	if err != nil {
+		return nil, fmt.Errorf("store/postgres: %w", err)
 	}
 	if !storableID(connectionID) {
 		return nil, nil
 	}
 	op := fmt.Sprintf("events of connection %q", connectionID)
 	var out []store.Event
-	err := s.do(ctx, op, true, func(conn *pgxpool.Conn) error {
+	err = s.do(ctx, op, true, func(conn *pgxpool.Conn) error {
 		rows, err := conn.Query(ctx, `SELECT id, type, connection_id, provider, code, at FROM outbox_events
 			WHERE connection_id = $1 ORDER BY at DESC, id DESC LIMIT $2`, connectionID, limit)
 		if err != nil {

@@ -13,19 +13,6 @@ import (
 
 var _ store.Outbox = (*Store)(nil)
 
-// Bounds on the outbox methods' work per call.
-const (
-	// fanOutBatch caps the events one claim fans out, so a long backlog
-	// (no dispatcher ran for a while) is worked through in steps rather
-	// than in one long write transaction.
-	fanOutBatch = 1000
-	// maxClaim caps ClaimDeliveries' limit.
-	maxClaim = 1000
-	// defaultEventsLimit and maxEventsLimit apply to ConnectionEvents.
-	defaultEventsLimit = 50
-	maxEventsLimit     = 500
-)
-
 // eventWriter runs a connection write and queues its events in the same
 // transaction. Without events it runs the write on the writer pool
 // directly, as before there was an outbox: no transaction is needed.
@@ -125,7 +112,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, owner string, endpoints []s
 	if len(endpoints) == 0 {
 		return nil, nil
 	}
-	limit = min(limit, maxClaim)
+	limit = min(limit, store.MaxClaim)
 	const op = "claim deliveries"
 	eps := endpointsJSON(endpoints)
 	tx, err := s.w.BeginTx(ctx, nil)
@@ -136,11 +123,11 @@ func (s *Store) ClaimDeliveries(ctx context.Context, owner string, endpoints []s
 	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO outbox_deliveries (event_id, endpoint, next_attempt_at)
 		SELECT e.id, ep.value, ?
 		FROM (SELECT id FROM outbox_events WHERE fanned_out = 0 ORDER BY id LIMIT ?) e, json_each(?) ep`,
-		now.UnixMicro(), fanOutBatch, eps); err != nil {
+		now.UnixMicro(), store.OutboxFanOutBatch, eps); err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE outbox_events SET fanned_out = 1
-		WHERE id IN (SELECT id FROM outbox_events WHERE fanned_out = 0 ORDER BY id LIMIT ?)`, fanOutBatch); err != nil {
+		WHERE id IN (SELECT id FROM outbox_events WHERE fanned_out = 0 ORDER BY id LIMIT ?)`, store.OutboxFanOutBatch); err != nil {
 		return nil, s.fail(ctx, op, err)
 	}
 	rows, err := tx.QueryContext(ctx, `UPDATE outbox_deliveries
@@ -280,13 +267,9 @@ func (s *Store) OutboxBacklog(ctx context.Context) (int, error) {
 // ConnectionEvents returns the connection's latest events, newest first. A
 // zero limit means 50; more than 500 means 500.
 func (s *Store) ConnectionEvents(ctx context.Context, connectionID string, limit int) ([]store.Event, error) {
-	switch {
-	case limit < 0:
-		return nil, fmt.Errorf("store/sqlite: connection events: limit %d is negative", limit)
-	case limit == 0:
-		limit = defaultEventsLimit
-	case limit > maxEventsLimit:
-		limit = maxEventsLimit
+	limit, err := store.EventsLimit(limit)
+	if err != nil {
+		return nil, fmt.Errorf("store/sqlite: %w", err)
 	}
 	out, err := queryEvents(ctx, s.r, `SELECT `+eventColumns+` FROM outbox_events
 		WHERE connection_id = ? ORDER BY at DESC, id DESC LIMIT ?`, connectionID, limit)

@@ -14,29 +14,12 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
+	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/oauth"
 	"github.com/tokenbroker/tokenbroker/seal"
 	"github.com/tokenbroker/tokenbroker/store"
 	"github.com/tokenbroker/tokenbroker/store/sqlite"
 )
-
-// connectClock is a settable clock for the connect tests.
-type connectClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *connectClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *connectClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // ccEndpoint is the real endpoint with its client-credentials calls counted.
 type ccEndpoint struct {
@@ -54,7 +37,7 @@ type connectEnv struct {
 	store  *sqlite.Store
 	ep     *ccEndpoint
 	broker *broker.Broker
-	clock  *connectClock
+	clock  *fakeclock.Clock
 	events *recorder
 }
 
@@ -62,7 +45,7 @@ func newConnectEnv(t *testing.T) *connectEnv {
 	t.Helper()
 	srv := authztest.New(t, authztest.Options{})
 	dir := t.TempDir()
-	clk := &connectClock{now: time.Now().UTC()}
+	clk := fakeclock.New(time.Now().UTC())
 	st, err := sqlite.Open(t.Context(), filepath.Join(dir, "tb.db"), sqlite.Options{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)

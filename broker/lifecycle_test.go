@@ -3,21 +3,16 @@ package broker_test
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/oauth"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
-type fakeClock struct{ offset atomic.Int64 }
-
-func (c *fakeClock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
-func (c *fakeClock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
-
-func newClockedBroker(t *testing.T, e *env, clk *fakeClock, tweak func(*broker.Provider), opts func(*broker.Options)) *broker.Broker {
+func newClockedBroker(t *testing.T, e *env, clk *fakeclock.Offset, tweak func(*broker.Provider), opts func(*broker.Options)) *broker.Broker {
 	t.Helper()
 	// The endpoint reads the same clock, so that a refreshed token's expiry
 	// is in the broker's time, not the wall clock's.
@@ -50,7 +45,7 @@ func newClockedBroker(t *testing.T, e *env, clk *fakeClock, tweak func(*broker.P
 
 func TestRefreshIfDue(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	clk := &fakeClock{}
+	clk := &fakeclock.Offset{}
 	b := newClockedBroker(t, e, clk, nil, nil)
 	ctx := context.Background()
 	access, refresh, _ := e.srv.IssueTokens(t, "offline")
@@ -79,7 +74,7 @@ func TestRefreshIfDue(t *testing.T) {
 
 func TestKeepAliveRefreshesIdleRefreshToken(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	clk := &fakeClock{}
+	clk := &fakeclock.Offset{}
 	b := newClockedBroker(t, e, clk, func(p *broker.Provider) { p.RefreshIdleTimeout = 30 * 24 * time.Hour }, nil)
 	ctx := context.Background()
 	access, refresh, _ := e.srv.IssueTokens(t, "offline")
@@ -104,7 +99,7 @@ func TestKeepAliveRefreshesIdleRefreshToken(t *testing.T) {
 
 func TestPersistentTransientFailureBecomesNeedsReauth(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	clk := &fakeClock{}
+	clk := &fakeclock.Offset{}
 	b := newClockedBroker(t, e, clk, nil, func(o *broker.Options) { o.GiveUpAfter = 3 * time.Hour })
 	ctx := context.Background()
 	access, refresh, _ := e.srv.IssueTokens(t, "offline")
@@ -149,7 +144,7 @@ func TestPersistentTransientFailureBecomesNeedsReauth(t *testing.T) {
 // up to twice more within an attempt).
 func TestFailingConnectionIsNotHammered(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	clk := &fakeClock{}
+	clk := &fakeclock.Offset{}
 	b := newClockedBroker(t, e, clk, nil, func(o *broker.Options) {
 		o.Backoff = oauth.Backoff{} // the defaults
 		o.GiveUpAfter = 7 * 24 * time.Hour

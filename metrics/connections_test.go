@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
@@ -57,28 +58,11 @@ func (f *fakeCounter) callCount() int {
 	return f.calls
 }
 
-type testClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func grp(provider, status string) store.ConnectionGroup {
 	return store.ConnectionGroup{Provider: provider, Status: status}
 }
 
-func newCounted(t *testing.T, fc *fakeCounter, clk *testClock, log *slog.Logger) *prometheus.Registry {
+func newCounted(t *testing.T, fc *fakeCounter, clk *fakeclock.Clock, log *slog.Logger) *prometheus.Registry {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	_, err := New(Options{
@@ -107,7 +91,7 @@ func TestConnectionsGauge(t *testing.T) {
 		grp("acme", "needs_reauth"): 1,
 		grp("gone", "revoked"):      4,
 	}}
-	reg := newCounted(t, fc, &testClock{now: time.Unix(1e9, 0)}, nil)
+	reg := newCounted(t, fc, fakeclock.New(time.Unix(1e9, 0)), nil)
 	fams := families(t, reg)
 	want := map[store.ConnectionGroup]float64{
 		grp("acme", "active"):       7,
@@ -137,7 +121,7 @@ func TestConnectionsGauge(t *testing.T) {
 // the next one after it counts again.
 func TestConnectionsCached(t *testing.T) {
 	fc := &fakeCounter{counts: map[store.ConnectionGroup]int{grp("acme", "active"): 1}}
-	clk := &testClock{now: time.Unix(1e9, 0)}
+	clk := fakeclock.New(time.Unix(1e9, 0))
 	reg := newCounted(t, fc, clk, nil)
 
 	families(t, reg)
@@ -166,7 +150,7 @@ func TestConnectionsCached(t *testing.T) {
 // replaces the values.
 func TestConnectionsCountFails(t *testing.T) {
 	fc := &fakeCounter{counts: map[store.ConnectionGroup]int{grp("acme", "needs_reauth"): 3}}
-	clk := &testClock{now: time.Unix(1e9, 0)}
+	clk := fakeclock.New(time.Unix(1e9, 0))
 	var logs bytes.Buffer
 	reg := newCounted(t, fc, clk, slog.New(slog.NewTextHandler(&logs, nil)))
 	errSeries := labels{"operation", "count_connections"}
@@ -213,7 +197,7 @@ func TestConnectionsCountFails(t *testing.T) {
 // counted.
 func TestConnectionsNeverCounted(t *testing.T) {
 	fc := &fakeCounter{err: errors.New("store/postgres: count connections: store: database unavailable")}
-	reg := newCounted(t, fc, &testClock{now: time.Unix(1e9, 0)}, nil)
+	reg := newCounted(t, fc, fakeclock.New(time.Unix(1e9, 0)), nil)
 	fams := families(t, reg)
 	if n := seriesCount(fams, connGauge); n != 0 {
 		t.Errorf("%d connection series without any count, want 0", n)
@@ -227,7 +211,7 @@ func TestConnectionsNeverCounted(t *testing.T) {
 // wait for it rather than starting their own.
 func TestConcurrentScrapesCountOnce(t *testing.T) {
 	fc := &fakeCounter{counts: map[store.ConnectionGroup]int{grp("acme", "active"): 9}, gate: make(chan struct{})}
-	reg := newCounted(t, fc, &testClock{now: time.Unix(1e9, 0)}, nil)
+	reg := newCounted(t, fc, fakeclock.New(time.Unix(1e9, 0)), nil)
 	const scrapers = 8
 	var wg sync.WaitGroup
 	results := make([]float64, scrapers)

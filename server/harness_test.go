@@ -16,28 +16,11 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
+	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/oauth"
 	"github.com/tokenbroker/tokenbroker/seal"
 	"github.com/tokenbroker/tokenbroker/store/sqlite"
 )
-
-// clock is the injected time of one test.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // logSink keeps every log record (all levels) as a JSON line.
 type logSink struct {
@@ -183,7 +166,7 @@ func newUpstream(t testing.TB) *upstream {
 // and a fosite authorization server as the provider.
 type harness struct {
 	t        testing.TB
-	clock    *clock
+	clock    *fakeclock.Clock
 	logs     *logSink
 	store    *sqlite.Store
 	keyring  *seal.KeyRing
@@ -216,7 +199,7 @@ const (
 func newHarness(t testing.TB, ho harnessOptions) *harness {
 	t.Helper()
 	ctx := t.Context()
-	h := &harness{t: t, clock: &clock{now: time.Now().UTC().Truncate(time.Second)}, logs: &logSink{}}
+	h := &harness{t: t, clock: fakeclock.New(time.Now().UTC().Truncate(time.Second)), logs: &logSink{}}
 	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if ho.quiet {
 		log = slog.New(slog.DiscardHandler)

@@ -15,22 +15,15 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/internal/app"
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
+	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/seal"
 )
-
-// clock is a settable clock shared by the broker, the store and the token
-// endpoint, so a test can let tokens expire without waiting.
-type clock struct{ offset atomic.Int64 }
-
-func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
-func (c *clock) Advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 // upstream is the provider's API: it answers 401 to tokens it was told are
 // stale and records what reached it.
@@ -63,7 +56,7 @@ type e2e struct {
 	t       *testing.T
 	dir     string
 	cfgPath string
-	clock   *clock
+	clock   *fakeclock.Offset // shared by the broker, the store and the token endpoint
 	authz   *authztest.Server
 	api     *upstream
 	a       *app.App
@@ -92,7 +85,7 @@ func (s *syncBuffer) String() string {
 
 func newE2E(t *testing.T) *e2e {
 	t.Helper()
-	e := &e2e{t: t, dir: t.TempDir(), clock: &clock{}, api: &upstream{stale: map[string]bool{}}, logs: &syncBuffer{}}
+	e := &e2e{t: t, dir: t.TempDir(), clock: &fakeclock.Offset{}, api: &upstream{stale: map[string]bool{}}, logs: &syncBuffer{}}
 	e.authz = authztest.New(t, authztest.Options{AccessTokenLifespan: time.Hour})
 	apiSrv := httptest.NewServer(e.api)
 	t.Cleanup(apiSrv.Close)

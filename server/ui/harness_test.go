@@ -11,13 +11,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
+	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/oauth"
 	"github.com/tokenbroker/tokenbroker/seal"
 	"github.com/tokenbroker/tokenbroker/server"
@@ -26,30 +26,11 @@ import (
 	"github.com/tokenbroker/tokenbroker/store/sqlite"
 )
 
-// clock is a settable test clock. It starts at the wall clock because the
-// authorization server (fosite) reads the wall clock itself.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // harness is the dashboard on real parts: SQLite, the key ring, a broker
 // whose provider is a fosite authorization server.
 type harness struct {
 	t     *testing.T
-	clock *clock
+	clock *fakeclock.Clock
 	store *sqlite.Store
 	ring  *seal.KeyRing
 	// sessionRing derives the dashboard's session keys; a test swaps it.
@@ -71,7 +52,8 @@ type harnessOptions struct {
 func newHarness(t *testing.T, ho harnessOptions) *harness {
 	t.Helper()
 	ctx := t.Context()
-	h := &harness{t: t, clock: &clock{now: time.Now().UTC().Truncate(time.Second)}}
+	// The clock starts at the wall clock because fosite reads the wall clock.
+	h := &harness{t: t, clock: fakeclock.New(time.Now().UTC().Truncate(time.Second))}
 	dir := t.TempDir()
 	st, err := sqlite.Open(ctx, filepath.Join(dir, "tb.db"), sqlite.Options{Now: h.clock.Now})
 	if err != nil {

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
@@ -16,29 +16,11 @@ import (
 // close it earlier, so Close must tolerate a second call.
 type NewStore func(t *testing.T, now func() time.Time) store.Store
 
-// Clock is a fake clock safe for concurrent use. Its zero value is not
-// useful; use [NewClock].
-type Clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+// Clock is the settable clock the suite hands to backends.
+type Clock = fakeclock.Clock
 
 // NewClock returns a clock that reads start until advanced.
-func NewClock(start time.Time) *Clock { return &Clock{now: start} }
-
-// Now returns the clock's current time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-// Advance moves the clock forward by d.
-func (c *Clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func NewClock(start time.Time) *Clock { return fakeclock.New(start) }
 
 // start has nanoseconds so that a backend that keeps only microseconds is
 // exercised by every store-set timestamp.

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -52,9 +51,11 @@ func TestMain(m *testing.M) {
 // business, and an uninstrumented build is several times faster to make and
 // to run.
 func buildBinary(dir string) (string, error) {
+	// scripts/test.sh puts go on the PATH (adding /usr/local/go/bin when
+	// needed), so there is no fallback to guess.
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		return "", fmt.Errorf("the go tool is not on the PATH: %w", err)
 	}
 	out, err := exec.Command(goTool, "env", "GOMOD").Output()
 	if err != nil {

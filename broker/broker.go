@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
@@ -35,19 +36,10 @@ type TokenEndpoint interface {
 type Provider struct {
 	Name     string
 	Endpoint TokenEndpoint
-	// RefreshWindow: a token expiring within this long is refreshed before
-	// it is handed out. Default 5 minutes.
-	RefreshWindow time.Duration
-	// DefaultExpiresIn applies to imported tokens given no expiry; refresh
-	// answers get it from the endpoint's own configuration.
-	DefaultExpiresIn time.Duration
-	// RefreshTokenLifetime is the refresh token's lifetime when the
-	// provider documents one but does not send it.
-	RefreshTokenLifetime time.Duration
-	// RefreshIdleTimeout is how long the provider keeps an unused refresh
-	// token alive (Xero 30 days, Google 6 months); the scheduler refreshes
-	// before it passes. Zero: no such limit.
-	RefreshIdleTimeout time.Duration
+	// Policy decides when a token is due, how a token response lands in a
+	// connection, and what a failure means (package lifecycle). Its zero
+	// Cooldown and GiveUpAfter take the broker's Options.
+	Policy lifecycle.Policy
 	// CanIntrospect and CanRevoke say whether the provider has those
 	// endpoints, so the broker does not call ones it knows are missing.
 	CanIntrospect bool
@@ -59,9 +51,25 @@ type Provider struct {
 	AuthParams map[string]string
 }
 
+// Store is what the broker needs of the database: connections with their
+// leases, and pending connect flows. Every [store.Backend] satisfies it.
+type Store interface {
+	CreateConnection(ctx context.Context, c store.Connection, events ...store.Event) (store.Connection, error)
+	GetConnection(ctx context.Context, id string) (store.Connection, error)
+	UpdateConnection(ctx context.Context, id string, update store.Updater) (store.Connection, error)
+	CompareAndSwap(ctx context.Context, c store.Connection, events ...store.Event) (store.Connection, error)
+	DeleteConnection(ctx context.Context, id string, events ...store.Event) error
+	ListConnections(ctx context.Context, opts store.ListOptions) (store.Page, error)
+	AcquireLease(ctx context.Context, id, owner string, ttl time.Duration) (store.Connection, error)
+	ReleaseLease(ctx context.Context, id, owner string) error
+	store.ConnectSessions
+}
+
+var _ Store = store.Backend(nil)
+
 // Options configures a [Broker]. Store, Sealer and Providers are required.
 type Options struct {
-	Store     store.Store
+	Store     Store
 	Sealer    Sealer
 	Providers map[string]Provider
 	// Owner names this process in leases; default a random id. Each replica
@@ -72,11 +80,10 @@ type Options struct {
 	// LeaseTTL is how long a lease holds without renewal; a replica that
 	// dies holding one blocks the connection at most this long. Default 30s.
 	LeaseTTL time.Duration
-	// Backoff spaces out attempts after transient failures: the n-th
-	// consecutive failure cools the connection down for a time drawn from
-	// [d/2, d) with d = min(Max, Base·2^(n-1)). Default base 30s, cap 4h,
-	// so a connection that fails for a day costs its provider about 14
-	// attempts, however many callers ask for it.
+	// Backoff spaces out attempts after transient failures, for providers
+	// whose Policy sets no Cooldown (lifecycle.Policy.CooldownAfter). Zero
+	// fields mean base 30s, cap 4h, so a connection that fails for a day
+	// costs its provider about 14 attempts, however many callers ask for it.
 	Backoff oauth.Backoff
 	Now     func() time.Time
 	Rand    func() float64
@@ -85,8 +92,8 @@ type Options struct {
 	// recovered, created, deleted); nil drops them.
 	Events EventSink
 	// GiveUpAfter turns transient failures that have lasted this long into
-	// needs_reauth: a connection that has not refreshed in days needs a
-	// person. Default 72h.
+	// needs_reauth, for providers whose Policy sets none: a connection that
+	// has not refreshed in days needs a person. Default 72h.
 	GiveUpAfter time.Duration
 	// Metrics observes refreshes; nil discards.
 	Metrics Metrics
@@ -139,20 +146,18 @@ const (
 
 // Broker is the service core. It is safe for concurrent use.
 type Broker struct {
-	store     store.Store
+	store     Store
 	sealer    Sealer
 	providers map[string]Provider
 	owner     string
 	timeout   time.Duration
 	leaseTTL  time.Duration
-	backoff   oauth.Backoff
 	now       func() time.Time
 	rand      func() float64
 	log       *slog.Logger
 	events    EventSink
 
-	giveUpAfter time.Duration
-	metrics     Metrics
+	metrics Metrics
 
 	flights   singleflight.Group
 	flightSeq atomic.Uint64
@@ -164,7 +169,7 @@ type Broker struct {
 	// called again for that connection, since at a rotating provider the
 	// refresh token they replace is already spent.
 	unsavedMu sync.Mutex
-	unsaved   map[string]*oauth.Token
+	unsaved   map[string]unsavedToken
 }
 
 // New returns a Broker.
@@ -176,25 +181,20 @@ func New(opts Options) (*Broker, error) {
 		return nil, errors.New("broker: Options.Sealer is required")
 	}
 	b := &Broker{
-		store:       opts.Store,
-		sealer:      opts.Sealer,
-		providers:   make(map[string]Provider, len(opts.Providers)),
-		owner:       opts.Owner,
-		timeout:     opts.RefreshTimeout,
-		leaseTTL:    opts.LeaseTTL,
-		backoff:     opts.Backoff,
-		now:         opts.Now,
-		rand:        opts.Rand,
-		log:         opts.Logger,
-		events:      opts.Events,
-		unsaved:     make(map[string]*oauth.Token),
-		cache:       newTokenCache(opts.TokenCacheSize, opts.Changes == nil),
-		changes:     opts.Changes,
-		giveUpAfter: opts.GiveUpAfter,
-		metrics:     opts.Metrics,
-	}
-	if b.giveUpAfter <= 0 {
-		b.giveUpAfter = 72 * time.Hour
+		store:     opts.Store,
+		sealer:    opts.Sealer,
+		providers: make(map[string]Provider, len(opts.Providers)),
+		owner:     opts.Owner,
+		timeout:   opts.RefreshTimeout,
+		leaseTTL:  opts.LeaseTTL,
+		now:       opts.Now,
+		rand:      opts.Rand,
+		log:       opts.Logger,
+		events:    opts.Events,
+		unsaved:   make(map[string]unsavedToken),
+		cache:     newTokenCache(opts.TokenCacheSize, opts.Changes == nil),
+		changes:   opts.Changes,
+		metrics:   opts.Metrics,
 	}
 	if b.metrics == nil {
 		b.metrics = noMetrics{}
@@ -206,8 +206,14 @@ func New(opts Options) (*Broker, error) {
 		if p.Name == "" {
 			p.Name = name
 		}
-		if p.RefreshWindow <= 0 {
-			p.RefreshWindow = 5 * time.Minute
+		if p.Policy.Cooldown.Base <= 0 && p.Policy.Cooldown.Max <= 0 {
+			p.Policy.Cooldown = opts.Backoff
+		}
+		if p.Policy.GiveUpAfter <= 0 {
+			p.Policy.GiveUpAfter = opts.GiveUpAfter
+		}
+		if err := p.Policy.Validate(); err != nil {
+			return nil, fmt.Errorf("broker: provider %q: %w", name, err)
 		}
 		b.providers[name] = p
 	}
@@ -221,12 +227,6 @@ func New(opts Options) (*Broker, error) {
 	}
 	if b.leaseTTL <= 0 {
 		b.leaseTTL = 30 * time.Second
-	}
-	if b.backoff.Base <= 0 {
-		b.backoff.Base = 30 * time.Second
-	}
-	if b.backoff.Max <= 0 {
-		b.backoff.Max = 4 * time.Hour
 	}
 	if b.now == nil {
 		b.now = time.Now

@@ -14,6 +14,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/seal"
 	"github.com/tokenbroker/tokenbroker/store"
 	"github.com/tokenbroker/tokenbroker/store/sqlite"
@@ -24,7 +25,7 @@ import (
 type env struct {
 	t       *testing.T
 	srv     *authztest.Server
-	store   store.Store
+	store   store.Backend
 	ring    *seal.KeyRing
 	ep      *countingEndpoint
 	broker  *broker.Broker
@@ -37,7 +38,7 @@ type env struct {
 type envOptions struct {
 	authz    authztest.Options
 	provider func(*broker.Provider)
-	store    func(store.Store) store.Store
+	store    func(store.Backend) store.Backend
 }
 
 func newEnv(t *testing.T, o envOptions) *env {
@@ -58,7 +59,7 @@ func newEnv(t *testing.T, o envOptions) *env {
 	}
 	e := &env{t: t, srv: srv, store: st, ring: ring, events: &recorder{}, logs: &bytes.Buffer{}, dbPath: dbPath, keyPath: keyPath}
 	e.ep = newCountingEndpoint(t, srv)
-	var s store.Store = st
+	var s store.Backend = st
 	if o.store != nil {
 		s = o.store(st)
 	}
@@ -66,12 +67,12 @@ func newEnv(t *testing.T, o envOptions) *env {
 	return e
 }
 
-func (e *env) newBroker(s store.Store, owner string, tweak func(*broker.Provider)) *broker.Broker {
+func (e *env) newBroker(s store.Backend, owner string, tweak func(*broker.Provider)) *broker.Broker {
 	e.t.Helper()
 	p := broker.Provider{
 		Name:          "acme",
 		Endpoint:      e.ep,
-		RefreshWindow: time.Minute,
+		Policy:        lifecycle.Policy{Window: time.Minute},
 		CanIntrospect: true,
 		CanRevoke:     true,
 	}
@@ -413,7 +414,7 @@ func TestExpiredRefreshTokenIsNotSent(t *testing.T) {
 func TestDefaultExpiryIntrospectedOnce(t *testing.T) {
 	e := newEnv(t, envOptions{
 		authz:    authztest.Options{AccessTokenLifespan: 45 * time.Minute},
-		provider: func(p *broker.Provider) { p.DefaultExpiresIn = 2 * time.Hour },
+		provider: func(p *broker.Provider) { p.Policy.DefaultLifetime = 2 * time.Hour },
 	})
 	ctx := context.Background()
 	access, refresh, _ := e.srv.IssueTokens(t, "offline")
@@ -439,7 +440,7 @@ func TestDefaultExpiryIntrospectedOnce(t *testing.T) {
 
 func TestDefaultExpiryWithoutIntrospection(t *testing.T) {
 	e := newEnv(t, envOptions{provider: func(p *broker.Provider) {
-		p.DefaultExpiresIn = 2 * time.Hour
+		p.Policy.DefaultLifetime = 2 * time.Hour
 		p.CanIntrospect = false
 	}})
 	access, _, _ := e.srv.IssueTokens(t, "offline")
@@ -538,21 +539,21 @@ func TestDeadLeaseHolderBlocksOnlyUntilExpiry(t *testing.T) {
 // flakyStore fails compare-and-swap writes while down is set, as a database
 // that went away between the provider's answer and the save would.
 type flakyStore struct {
-	store.Store
+	store.Backend
 	down atomic.Bool
 }
 
-func (f *flakyStore) CompareAndSwap(ctx context.Context, c store.Connection) (store.Connection, error) {
+func (f *flakyStore) CompareAndSwap(ctx context.Context, c store.Connection, events ...store.Event) (store.Connection, error) {
 	if f.down.Load() {
 		return store.Connection{}, store.ErrUnavailable
 	}
-	return f.Store.CompareAndSwap(ctx, c)
+	return f.Backend.CompareAndSwap(ctx, c, events...)
 }
 
 func TestRotatedTokenNotLostWhenSaveFails(t *testing.T) {
 	var flaky *flakyStore
-	e := newEnv(t, envOptions{store: func(s store.Store) store.Store {
-		flaky = &flakyStore{Store: s}
+	e := newEnv(t, envOptions{store: func(s store.Backend) store.Backend {
+		flaky = &flakyStore{Backend: s}
 		return flaky
 	}})
 	e.importExpired("c1")
@@ -707,10 +708,10 @@ func TestStaleRefreshDoesNotOverwriteNewerToken(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				_, err = e.store.UpdateConnection(context.Background(), "c1", func(old store.Connection) (store.Connection, error) {
+				_, err = e.store.UpdateConnection(context.Background(), "c1", func(old store.Connection) (store.Connection, []store.Event, error) {
 					old.AccessToken = sealed
 					old.ExpiresAt = time.Now().Add(time.Hour)
-					return old, nil
+					return old, nil, nil
 				})
 				if err != nil {
 					t.Fatal(err)
@@ -721,9 +722,9 @@ func TestStaleRefreshDoesNotOverwriteNewerToken(t *testing.T) {
 		{
 			name: "only bookkeeping changed",
 			meddle: func(t *testing.T, e *env) {
-				_, err := e.store.UpdateConnection(context.Background(), "c1", func(old store.Connection) (store.Connection, error) {
+				_, err := e.store.UpdateConnection(context.Background(), "c1", func(old store.Connection) (store.Connection, []store.Event, error) {
 					old.Metadata = []byte(`{"team":"blue"}`)
-					return old, nil
+					return old, nil, nil
 				})
 				if err != nil {
 					t.Fatal(err)

@@ -6,9 +6,10 @@ import (
 )
 
 // tokenCache keeps recently handed-out access tokens so that a valid token
-// costs no database round trip. An entry is only ever served while the
-// token is valid beyond its provider's refresh window, and it is dropped on
-// every write this process makes to the connection.
+// costs no database round trip. An entry is only ever served before the
+// token is due (its due time comes from package lifecycle when it is
+// cached), and it is dropped on every write this process makes to the
+// connection.
 //
 // Writes by other processes are the hard part. With a shared database the
 // cache is trusted only while a [store.ChangeFeed] is delivering every
@@ -32,8 +33,8 @@ type tokenCache struct {
 }
 
 type cachedToken struct {
-	token  Token
-	window time.Duration
+	token Token
+	due   time.Time // when token must no longer be served from here
 }
 
 func newTokenCache(max int, enabled bool) *tokenCache {
@@ -43,7 +44,7 @@ func newTokenCache(max int, enabled bool) *tokenCache {
 	return &tokenCache{entries: make(map[string]cachedToken, min(max, 1024)), max: max, enabled: enabled}
 }
 
-// get returns id's token if it is cached and valid beyond its window.
+// get returns id's token if it is cached and not yet due.
 func (c *tokenCache) get(id string, now time.Time) (Token, bool) {
 	if c == nil {
 		return Token{}, false
@@ -51,7 +52,7 @@ func (c *tokenCache) get(id string, now time.Time) (Token, bool) {
 	c.mu.Lock()
 	e, ok := c.entries[id]
 	c.mu.Unlock()
-	if !ok || !now.Add(e.window).Before(e.token.ExpiresAt) {
+	if !ok || !now.Before(e.due) {
 		return Token{}, false
 	}
 	return e.token, true
@@ -67,10 +68,11 @@ func (c *tokenCache) begin() uint64 {
 	return c.epoch
 }
 
-// put caches a token read at epoch, unless something was invalidated since.
-// Tokens of unknown expiry are not cached: nothing would ever expire them.
-func (c *tokenCache) put(id string, t Token, window time.Duration, epoch uint64) {
-	if c == nil || t.ExpiresAt.IsZero() {
+// put caches a token read at epoch until due, unless something was
+// invalidated since. Tokens of unknown expiry (zero due) are not cached:
+// nothing would ever expire them.
+func (c *tokenCache) put(id string, t Token, due time.Time, epoch uint64) {
+	if c == nil || due.IsZero() {
 		return
 	}
 	c.mu.Lock()
@@ -84,7 +86,7 @@ func (c *tokenCache) put(id string, t Token, window time.Duration, epoch uint64)
 			break
 		}
 	}
-	c.entries[id] = cachedToken{token: t, window: window}
+	c.entries[id] = cachedToken{token: t, due: due}
 }
 
 // invalidate drops id's entry.

@@ -7,26 +7,27 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
 // countingStore counts connection reads.
 type countingStore struct {
-	store.Store
+	store.Backend
 	gets atomic.Int64
 }
 
 func (c *countingStore) GetConnection(ctx context.Context, id string) (store.Connection, error) {
 	c.gets.Add(1)
-	return c.Store.GetConnection(ctx, id)
+	return c.Backend.GetConnection(ctx, id)
 }
 
 func TestTokenCacheSparesTheStoreAndFollowsLocalWrites(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	counting := &countingStore{Store: e.store}
+	counting := &countingStore{Backend: e.store}
 	b, err := broker.New(broker.Options{
 		Store: counting, Sealer: e.ring, Owner: "cached",
-		Providers:      map[string]broker.Provider{"acme": {Endpoint: e.ep, RefreshWindow: time.Minute}},
+		Providers:      map[string]broker.Provider{"acme": {Endpoint: e.ep, Policy: lifecycle.Policy{Window: time.Minute}}},
 		TokenCacheSize: 16,
 	})
 	if err != nil {
@@ -66,10 +67,10 @@ func TestTokenCacheSparesTheStoreAndFollowsLocalWrites(t *testing.T) {
 
 func TestTokenCacheOffWithoutFollowedFeed(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	counting := &countingStore{Store: e.store}
+	counting := &countingStore{Backend: e.store}
 	b, err := broker.New(broker.Options{
 		Store: counting, Sealer: e.ring, Owner: "cached",
-		Providers:      map[string]broker.Provider{"acme": {Endpoint: e.ep, RefreshWindow: time.Minute}},
+		Providers:      map[string]broker.Provider{"acme": {Endpoint: e.ep, Policy: lifecycle.Policy{Window: time.Minute}}},
 		TokenCacheSize: 16,
 		Changes:        neverFollows{},
 	})

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
@@ -48,8 +49,6 @@ var (
 	// ErrProviderMismatch: the connection id belongs to another provider;
 	// a grant from one provider never replaces another's tokens.
 	ErrProviderMismatch = errors.New("broker: the connection belongs to another provider")
-	// ErrNoConnectSessions: the store does not keep connect sessions.
-	ErrNoConnectSessions = errors.New("broker: the store does not support connect sessions")
 )
 
 // ConnectRequest starts an authorization-code flow that creates connection
@@ -133,14 +132,6 @@ func mergeScopes(base, extra []string) []string {
 	return out
 }
 
-func (b *Broker) connectSessions() (store.ConnectSessions, error) {
-	cs, ok := b.store.(store.ConnectSessions)
-	if !ok {
-		return nil, ErrNoConnectSessions
-	}
-	return cs, nil
-}
-
 func (b *Broker) authCodeProvider(name string) (Provider, AuthCodeEndpoint, error) {
 	p, ok := b.providers[name]
 	if name == "" {
@@ -191,10 +182,7 @@ func verifierAAD(sessionID string) []byte { return []byte("connect:" + sessionID
 // *ValidationError for bad input, and one wrapping ErrProviderMismatch when
 // the connection exists with another provider.
 func (b *Broker) CreateConnectSession(ctx context.Context, req ConnectRequest) (store.ConnectSession, error) {
-	cs, err := b.connectSessions()
-	if err != nil {
-		return store.ConnectSession{}, err
-	}
+	cs := b.store
 	if !ValidID(req.ConnectionID) {
 		return store.ConnectSession{}, &ValidationError{"connection_id", "must be 1-200 characters of letters, digits and . _ : @ -, starting with a letter or digit"}
 	}
@@ -249,10 +237,7 @@ func (b *Broker) CreateConnectSession(ctx context.Context, req ConnectRequest) (
 //
 // Returns ErrConnectSessionNotFound or ErrConnectSessionExpired.
 func (b *Broker) BeginConnect(ctx context.Context, sessionID, redirectURI string) (string, error) {
-	cs, err := b.connectSessions()
-	if err != nil {
-		return "", err
-	}
+	cs := b.store
 	if !sessionIDPattern.MatchString(sessionID) {
 		return "", ErrConnectSessionNotFound
 	}
@@ -299,10 +284,7 @@ func (b *Broker) BeginConnect(ctx context.Context, sessionID, redirectURI string
 // §4.1.2.1). The session cannot be used afterwards. Returns
 // ErrConnectSessionNotFound if no flow has this state.
 func (b *Broker) AbortConnect(ctx context.Context, state string) (store.ConnectSession, error) {
-	cs, err := b.connectSessions()
-	if err != nil {
-		return store.ConnectSession{}, err
-	}
+	cs := b.store
 	s, err := cs.ConsumeConnectSession(ctx, hashState(state))
 	if errors.Is(err, store.ErrNotFound) {
 		return store.ConnectSession{}, ErrConnectSessionNotFound
@@ -324,10 +306,7 @@ func (b *Broker) AbortConnect(ctx context.Context, state string) (store.ConnectS
 // no connection is created or changed unless the whole flow succeeds. The
 // returned session (when known) carries the redirect URL.
 func (b *Broker) CompleteConnect(ctx context.Context, state, code, redirectURI string) (ConnectResult, error) {
-	cs, err := b.connectSessions()
-	if err != nil {
-		return ConnectResult{}, err
-	}
+	cs := b.store
 	s, err := cs.ConsumeConnectSession(ctx, hashState(state))
 	if errors.Is(err, store.ErrNotFound) {
 		return ConnectResult{}, ErrConnectSessionNotFound
@@ -407,52 +386,30 @@ func (b *Broker) saveGrant(ctx context.Context, id, provider, grant string, tok 
 	if len(tok.AccessToken) > maxTokenLen || len(tok.RefreshToken) > maxTokenLen {
 		return store.Connection{}, false, &ValidationError{"access_token", "the provider issued a token longer than 16 KiB"}
 	}
-	access, err := b.seal(id, "access", tok.AccessToken)
-	if err != nil {
-		return store.Connection{}, false, err
-	}
-	refresh, err := b.seal(id, "refresh", tok.RefreshToken)
-	if err != nil {
-		return store.Connection{}, false, err
-	}
 	now := b.now()
-	fill := func(c *store.Connection) {
-		c.Status = store.StatusActive
-		c.Failure = nil
+	// fill lands the grant in a row: a new one, or an existing connection
+	// being reconnected. It may run more than once (a lost race re-reads).
+	fill := func(c store.Connection) (store.Connection, error) {
 		c.Grant = grant
-		c.AccessToken, c.RefreshToken = access, refresh
-		c.TokenType = tok.TokenType
-		if c.TokenType == "" {
-			c.TokenType = "Bearer"
-		}
-		c.Scope = tok.Scope
-		c.ExpiresAt, c.ExpiryDefaulted = tok.Expiry, tok.ExpiryDefaulted
-		if c.ExpiresAt.IsZero() && p.DefaultExpiresIn > 0 {
-			c.ExpiresAt, c.ExpiryDefaulted = now.Add(p.DefaultExpiresIn), true
-		}
-		c.RefreshExpiresAt = tok.RefreshExpiry
-		if c.RefreshExpiresAt.IsZero() && tok.RefreshToken != "" && p.RefreshTokenLifetime > 0 {
-			c.RefreshExpiresAt = now.Add(p.RefreshTokenLifetime)
-		}
-		c.RefreshHardExpiresAt = tok.RefreshHardExpiry
-		c.LastRefreshAt = now
 		if metadata != nil {
 			c.Metadata = metadata
 		}
-		c.NextRefreshAt = b.nextRefreshAt(c, p)
+		return b.land(c, lifecycle.Granted, tok, p, now)
 	}
 
-	c := store.Connection{ID: id, Provider: provider, Metadata: metadata, CreatedAt: now}
-	fill(&c)
+	c, err := fill(store.Connection{ID: id, Provider: provider})
+	if err != nil {
+		return store.Connection{}, false, err
+	}
 	// The event is queued in the same write as the row (the store's
 	// outbox), then told to in-process listeners.
-	c.Events = []Event{b.event(EventCreated, &c, "")}
-	saved, err := b.store.CreateConnection(ctx, c)
+	created := []Event{b.event(EventCreated, &c, "")}
+	saved, err := b.store.CreateConnection(ctx, c, created...)
 	reconnected := false
 	switch {
 	case err == nil:
 		b.log.InfoContext(ctx, "connection created", "connection", id, "provider", provider, "grant", grantName(grant))
-		b.emit(ctx, c.Events)
+		b.emit(ctx, created)
 	case errors.Is(err, store.ErrAlreadyExists) && !createOnly:
 		saved, reconnected, err = b.replaceGrant(ctx, id, provider, fill)
 		if err != nil {
@@ -461,54 +418,35 @@ func (b *Broker) saveGrant(ctx context.Context, id, provider, grant string, tok 
 	default:
 		return store.Connection{}, false, err
 	}
-	if saved.ExpiryDefaulted && p.CanIntrospect {
-		// Saved first (the grant is live at the provider); then learn the
-		// real expiry once, if the provider tells.
-		if exp, ok := b.introspectExpiry(ctx, p, tok.AccessToken); ok {
-			upd, err := b.store.UpdateConnection(ctx, id, func(old store.Connection) (store.Connection, error) {
-				if old.Version != saved.Version {
-					return old, store.ErrConflict
-				}
-				old.ExpiresAt, old.ExpiryDefaulted = exp, false
-				return old, nil
-			})
-			b.cache.invalidate(id)
-			if err == nil {
-				saved = upd
-			}
-		}
-	}
-	return saved, reconnected, nil
+	// Saved first (the grant is live at the provider); then learn the real
+	// expiry once, if the provider tells, which reschedules the refresh.
+	return b.learnExpiry(ctx, saved, p, tok.AccessToken), reconnected, nil
 }
 
 // replaceGrant puts a new grant into an existing connection. Anything a
 // refresh of the old grant left unsaved is dropped: the old refresh token
 // must never overwrite the new one.
-func (b *Broker) replaceGrant(ctx context.Context, id, provider string, fill func(*store.Connection)) (store.Connection, bool, error) {
+func (b *Broker) replaceGrant(ctx context.Context, id, provider string, fill func(store.Connection) (store.Connection, error)) (store.Connection, bool, error) {
 	var (
-		saved      store.Connection
 		wasFailing bool
 		queued     []Event
-		err        error
 	)
-	for attempt := 0; attempt < 5; attempt++ {
-		saved, err = b.store.UpdateConnection(ctx, id, func(old store.Connection) (store.Connection, error) {
-			if old.Provider != provider {
-				return old, fmt.Errorf("%w: connection %q is a %s connection, not %s", ErrProviderMismatch, id, old.Provider, provider)
-			}
-			wasFailing = old.Status != store.StatusActive || old.Failure != nil
-			fill(&old)
-			old.Events = nil
-			if wasFailing {
-				old.Events = []Event{b.event(EventRecovered, &old, "")}
-			}
-			queued = old.Events
-			return old, nil
-		})
-		if !errors.Is(err, store.ErrConflict) {
-			break
+	saved, err := store.Update(ctx, b.store, id, func(old store.Connection) (store.Connection, []Event, error) {
+		if old.Provider != provider {
+			return old, nil, fmt.Errorf("%w: connection %q is a %s connection, not %s", ErrProviderMismatch, id, old.Provider, provider)
 		}
-	}
+		g := grantOf(&old)
+		wasFailing = g.Failing()
+		next, err := fill(old)
+		if err != nil {
+			return old, nil, err
+		}
+		queued = nil
+		if wasFailing {
+			queued = []Event{b.event(EventRecovered, &next, "")}
+		}
+		return next, queued, nil
+	})
 	b.forgetUnsaved(id)
 	b.cache.invalidate(id)
 	if err != nil {
@@ -598,30 +536,29 @@ func (b *Broker) renewClientCredentials(ctx context.Context, c *store.Connection
 	if !ok {
 		err := &oauth.Error{Op: "client_credentials", Code: "unsupported_grant_type", Kind: oauth.KindTerminal,
 			Description: "the provider's endpoint does not support the client credentials grant"}
-		b.recordFailure(ctx, c, err)
-		return Token{}, err
+		return Token{}, b.recordFailure(ctx, c, p, err)
 	}
 	scopes := strings.Fields(c.Scope)
 	if len(scopes) == 0 {
 		scopes = p.Scopes
 	}
-	stopRenew := b.renewLease(ctx, c.ID, owner)
-	callCtx, cancel := context.WithTimeout(ctx, b.timeout)
-	tok, err := ep.ClientCredentials(callCtx, scopes...)
-	cancel()
-	stopRenew()
+	tok, err := b.callProvider(ctx, c, p, owner, func(ctx context.Context) (*oauth.Token, error) {
+		return ep.ClientCredentials(ctx, scopes...)
+	})
 	if err != nil {
-		b.recordFailure(ctx, c, err)
-		return Token{}, err
+		return Token{}, b.recordFailure(ctx, c, p, err)
 	}
 	tok.RefreshToken = ""
-	saved, err := b.saveRefreshed(ctx, c, p, tok, b.now())
+	saved, err := b.saveRenewed(ctx, c, p, tok, b.now())
 	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return Token{}, err // deleted meanwhile: its token goes with it
+		}
 		// Nothing is spent by asking again, so an unsaved token is simply
 		// handed out; the next flight asks for another.
 		b.log.ErrorContext(ctx, "renewed client-credentials token could not be saved", "connection", c.ID,
 			"provider", c.Provider, "error", err)
-		return Token{AccessToken: tok.AccessToken, TokenType: tok.TokenType, ExpiresAt: tok.Expiry, Scope: tok.Scope}, nil
+		return answered(c, tok), nil
 	}
 	return b.tokenOf(&saved)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
 	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/seal"
 	"github.com/tokenbroker/tokenbroker/store"
 	"github.com/tokenbroker/tokenbroker/store/sqlite"
@@ -70,8 +71,8 @@ func newConnectEnv(t *testing.T) *connectEnv {
 		Store:  st,
 		Sealer: ring,
 		Providers: map[string]broker.Provider{
-			"acme":  {Endpoint: e.ep, RefreshWindow: time.Minute, Scopes: []string{"offline"}, AuthParams: map[string]string{"prompt": "consent"}},
-			"other": {Endpoint: plain, RefreshWindow: time.Minute},
+			"acme":  {Endpoint: e.ep, Policy: lifecycle.Policy{Window: time.Minute}, Scopes: []string{"offline"}, AuthParams: map[string]string{"prompt": "consent"}},
+			"other": {Endpoint: plain, Policy: lifecycle.Policy{Window: time.Minute}},
 		},
 		Now:    clk.Now,
 		Events: e.events,
@@ -160,10 +161,10 @@ func TestReconnectRestoresNeedsReauth(t *testing.T) {
 		ExpiresIn: time.Hour, Metadata: []byte(`{"tenant":"t1"}`)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.store.UpdateConnection(ctx, "dead", func(c store.Connection) (store.Connection, error) {
+	if _, err := e.store.UpdateConnection(ctx, "dead", func(c store.Connection) (store.Connection, []store.Event, error) {
 		c.Status = store.StatusNeedsReauth
 		c.Failure = &store.Failure{Code: "invalid_grant", Attempts: 1, FirstAt: e.clock.Now()}
-		return c, nil
+		return c, nil, nil
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
@@ -51,8 +52,12 @@ type Import struct {
 	Scope        string
 	// ExpiresIn or ExpiresAt give the access token's expiry; neither means
 	// the provider's default lifetime applies.
-	ExpiresIn             time.Duration
-	ExpiresAt             time.Time
+	ExpiresIn time.Duration
+	ExpiresAt time.Time
+	// IssuedAt is when the provider issued the access token, if the
+	// importer knows; zero means now. With ExpiresAt it gives the token's
+	// lifetime, which caps its refresh window (package lifecycle).
+	IssuedAt              time.Time
 	RefreshTokenExpiresAt time.Time
 	Metadata              json.RawMessage
 }
@@ -83,6 +88,12 @@ func (b *Broker) validateImport(in *Import) (Provider, error) {
 	if in.ExpiresIn > 0 && !in.ExpiresAt.IsZero() {
 		return Provider{}, &ValidationError{"expires_at", "give expires_in or expires_at, not both"}
 	}
+	if !in.IssuedAt.IsZero() && in.IssuedAt.After(b.now().Add(time.Minute)) {
+		return Provider{}, &ValidationError{"issued_at", "is in the future"}
+	}
+	if !in.IssuedAt.IsZero() && !in.ExpiresAt.IsZero() && !in.ExpiresAt.After(in.IssuedAt) {
+		return Provider{}, &ValidationError{"issued_at", "must be before expires_at"}
+	}
 	if len(in.Metadata) > 0 && !json.Valid(in.Metadata) {
 		return Provider{}, &ValidationError{"metadata", "is not valid JSON"}
 	}
@@ -101,53 +112,45 @@ func (b *Broker) CreateConnection(ctx context.Context, in Import) (store.Connect
 		return store.Connection{}, err
 	}
 	now := b.now()
-	c := store.Connection{
-		ID:               in.ID,
-		Provider:         in.Provider,
-		Status:           store.StatusActive,
-		TokenType:        in.TokenType,
-		Scope:            in.Scope,
-		RefreshExpiresAt: in.RefreshTokenExpiresAt,
-		Metadata:         in.Metadata,
-		LastRefreshAt:    time.Time{},
-	}
-	if c.TokenType == "" {
-		c.TokenType = "Bearer"
-	}
-	switch {
-	case in.ExpiresIn > 0:
-		c.ExpiresAt = now.Add(in.ExpiresIn)
-	case !in.ExpiresAt.IsZero():
-		c.ExpiresAt = in.ExpiresAt
-	case p.DefaultExpiresIn > 0:
-		c.ExpiresAt = now.Add(p.DefaultExpiresIn)
-		c.ExpiryDefaulted = true
-	}
-	if c.RefreshExpiresAt.IsZero() && in.RefreshToken != "" && p.RefreshTokenLifetime > 0 {
-		c.RefreshExpiresAt = now.Add(p.RefreshTokenLifetime)
-	}
-	if c.AccessToken, err = b.seal(in.ID, "access", in.AccessToken); err != nil {
-		return store.Connection{}, err
-	}
-	if c.RefreshToken, err = b.seal(in.ID, "refresh", in.RefreshToken); err != nil {
+	tok := in.token(now)
+	c, err := b.land(store.Connection{ID: in.ID, Provider: in.Provider, Metadata: in.Metadata}, lifecycle.Granted, tok, p, now)
+	if err != nil {
 		return store.Connection{}, err
 	}
 	if c.ExpiryDefaulted && p.CanIntrospect {
 		// Learn the real expiry once, now, rather than on every call.
 		if exp, ok := b.introspectExpiry(ctx, p, in.AccessToken); ok {
-			c.ExpiresAt, c.ExpiryDefaulted = exp, false
+			if c, err = b.land(c, lifecycle.Introspected, &oauth.Token{Expiry: exp}, p, now); err != nil {
+				return store.Connection{}, err
+			}
 		}
 	}
-	c.Events = []Event{b.event(EventCreated, &c, "")}
-	c.CreatedAt = now
-	c.NextRefreshAt = b.nextRefreshAt(&c, p)
-	created, err := b.store.CreateConnection(ctx, c)
+	created := []Event{b.event(EventCreated, &c, "")}
+	saved, err := b.store.CreateConnection(ctx, c, created...)
 	if err != nil {
 		return store.Connection{}, err
 	}
 	b.log.InfoContext(ctx, "connection created", "connection", c.ID, "provider", c.Provider)
-	b.emit(ctx, c.Events)
-	return created, nil
+	b.emit(ctx, created)
+	return saved, nil
+}
+
+// token is the imported grant as a token response received at now.
+func (in *Import) token(now time.Time) *oauth.Token {
+	tok := &oauth.Token{
+		AccessToken: in.AccessToken, RefreshToken: in.RefreshToken, TokenType: in.TokenType, Scope: in.Scope,
+		RefreshExpiry: in.RefreshTokenExpiresAt, IssuedAt: now,
+	}
+	if !in.IssuedAt.IsZero() {
+		tok.IssuedAt = in.IssuedAt
+	}
+	switch {
+	case in.ExpiresIn > 0:
+		tok.Expiry = now.Add(in.ExpiresIn)
+	case !in.ExpiresAt.IsZero():
+		tok.Expiry = in.ExpiresAt
+	}
+	return tok
 }
 
 // ReimportConnection creates the connection, or replaces the tokens of the
@@ -159,24 +162,10 @@ func (b *Broker) CreateConnection(ctx context.Context, in Import) (store.Connect
 // error wrapping ErrProviderMismatch when id belongs to another provider;
 // nothing is written in either case.
 func (b *Broker) ReimportConnection(ctx context.Context, in Import) (c store.Connection, created bool, err error) {
-	p, err := b.validateImport(&in)
-	if err != nil {
+	if _, err := b.validateImport(&in); err != nil {
 		return store.Connection{}, false, err
 	}
-	now := b.now()
-	tok := &oauth.Token{
-		AccessToken: in.AccessToken, RefreshToken: in.RefreshToken, TokenType: in.TokenType, Scope: in.Scope,
-		RefreshExpiry: in.RefreshTokenExpiresAt, IssuedAt: now,
-	}
-	switch {
-	case in.ExpiresIn > 0:
-		tok.Expiry = now.Add(in.ExpiresIn)
-	case !in.ExpiresAt.IsZero():
-		tok.Expiry = in.ExpiresAt
-	case p.DefaultExpiresIn > 0:
-		tok.Expiry, tok.ExpiryDefaulted = now.Add(p.DefaultExpiresIn), true
-	}
-	c, replaced, err := b.saveGrant(ctx, in.ID, in.Provider, "", tok, in.Metadata, false)
+	c, replaced, err := b.saveGrant(ctx, in.ID, in.Provider, "", in.token(b.now()), in.Metadata, false)
 	return c, !replaced, err
 }
 
@@ -250,28 +239,6 @@ func (b *Broker) revoke(ctx context.Context, p Provider, c *store.Connection) er
 	if err := p.Endpoint.Revoke(ctx, plain, hint); err != nil {
 		b.log.WarnContext(ctx, "revocation failed; deleting locally anyway", "connection", c.ID, "provider", c.Provider, "error", err)
 		return err
-	}
-	return nil
-}
-
-// errFromStatus turns a stored failure into the error callers get without
-// calling the provider.
-func errFromStatus(c *store.Connection, now time.Time) error {
-	switch c.Status {
-	case store.StatusNeedsReauth, store.StatusRevoked:
-		code := string(c.Status)
-		if c.Failure != nil && c.Failure.Code != "" {
-			code = c.Failure.Code
-		}
-		desc := ""
-		if c.Failure != nil {
-			desc = c.Failure.Message
-		}
-		return &oauth.Error{Op: "refresh", Code: code, Description: desc, Kind: oauth.KindTerminal}
-	}
-	if f := c.Failure; f != nil && now.Before(f.NextAttemptAt) {
-		return &oauth.Error{Op: "refresh", Code: f.Code, Description: f.Message, Kind: oauth.KindTransient,
-			RetryAfter: f.NextAttemptAt.Sub(now)}
 	}
 	return nil
 }

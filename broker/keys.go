@@ -39,26 +39,20 @@ func (b *Broker) Reseal(ctx context.Context) (int, error) {
 }
 
 func (b *Broker) resealOne(ctx context.Context, id string) error {
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		_, err = b.store.UpdateConnection(ctx, id, func(old store.Connection) (store.Connection, error) {
-			for _, f := range []struct {
-				name string
-				val  *[]byte
-			}{{"access", &old.AccessToken}, {"refresh", &old.RefreshToken}} {
-				plain, err := b.open(old.ID, f.name, *f.val)
-				if err != nil {
-					return old, err
-				}
-				if *f.val, err = b.seal(old.ID, f.name, plain); err != nil {
-					return old, err
-				}
+	_, err := store.Update(ctx, b.store, id, func(old store.Connection) (store.Connection, []store.Event, error) {
+		for _, f := range []struct {
+			name string
+			val  *[]byte
+		}{{"access", &old.AccessToken}, {"refresh", &old.RefreshToken}} {
+			plain, err := b.open(old.ID, f.name, *f.val)
+			if err != nil {
+				return old, nil, err
 			}
-			return old, nil
-		})
-		if !errors.Is(err, store.ErrConflict) {
-			return err
+			if *f.val, err = b.seal(old.ID, f.name, plain); err != nil {
+				return old, nil, err
+			}
 		}
-	}
+		return old, nil, nil
+	})
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/store"
 
 	"github.com/tokenbroker/tokenbroker/internal/wait"
@@ -28,7 +29,7 @@ const (
 // process at once (a caller's, the scheduler's, a proxy's after a 401), and
 // a lease shared by the process would let two of them spend one refresh
 // token.
-func (b *Broker) acquireLease(ctx context.Context, id, owner string, mode refreshMode, stale *string) (*store.Connection, error) {
+func (b *Broker) acquireLease(ctx context.Context, id, owner string, reason lifecycle.Reason, stale *string) (*store.Connection, error) {
 	delay := leasePollMin
 	for {
 		c, err := b.store.AcquireLease(ctx, id, owner, b.leaseTTL)
@@ -61,13 +62,14 @@ func (b *Broker) acquireLease(ctx context.Context, id, owner string, mode refres
 				// The holder wrote. A successful refresh that finished while
 				// we waited answers a forced flight too: its token is as new
 				// as ours would be.
-				if mode == forced && cur.Status == store.StatusActive && cur.Failure == nil {
+				if reason == lifecycle.Forced && cur.Status == store.StatusActive && cur.Failure == nil {
 					return nil, nil
 				}
-				if b.canServeCurrent(&cur, mode, stale, b.now(), p.RefreshWindow) {
+				if b.serves(&cur, p, reason, stale, b.now()) {
 					return nil, nil
 				}
-				if err := errFromStatus(&cur, b.now()); err != nil {
+				g := grantOf(&cur)
+				if err := lifecycle.ErrorOf(&g, b.now()); err != nil {
 					return nil, err
 				}
 				seen = cur.Version

@@ -9,6 +9,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
@@ -24,7 +25,7 @@ func newClockedBroker(t *testing.T, e *env, clk *fakeclock.Offset, tweak func(*b
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := broker.Provider{Endpoint: &countingEndpoint{ep: ep}, RefreshWindow: 5 * time.Minute}
+	p := broker.Provider{Endpoint: &countingEndpoint{ep: ep}, Policy: lifecycle.Policy{Window: 5 * time.Minute}}
 	if tweak != nil {
 		tweak(&p)
 	}
@@ -75,7 +76,7 @@ func TestRefreshIfDue(t *testing.T) {
 func TestKeepAliveRefreshesIdleRefreshToken(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	clk := &fakeclock.Offset{}
-	b := newClockedBroker(t, e, clk, func(p *broker.Provider) { p.RefreshIdleTimeout = 30 * 24 * time.Hour }, nil)
+	b := newClockedBroker(t, e, clk, func(p *broker.Provider) { p.Policy.RefreshIdleTimeout = 30 * 24 * time.Hour }, nil)
 	ctx := context.Background()
 	access, refresh, _ := e.srv.IssueTokens(t, "offline")
 	// A token that never expires, at a provider whose refresh tokens die

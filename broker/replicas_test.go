@@ -7,6 +7,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/pgtest"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/store/postgres"
 )
 
@@ -25,7 +26,7 @@ func TestTokenCacheAcrossReplicas(t *testing.T) {
 		t.Cleanup(func() { st.Close() })
 		b, err := broker.New(broker.Options{
 			Store: st, Sealer: e.ring, Owner: owner,
-			Providers:      map[string]broker.Provider{"acme": {Endpoint: e.ep, RefreshWindow: time.Minute}},
+			Providers:      map[string]broker.Provider{"acme": {Endpoint: e.ep, Policy: lifecycle.Policy{Window: time.Minute}}},
 			TokenCacheSize: 16,
 			Changes:        st,
 		})

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"time"
 )
 
@@ -11,10 +10,10 @@ import (
 // that hands out tokens already inside the refresh window.
 const minBackgroundGap = time.Second
 
-// StartBackground refreshes the token ahead of expiry, at expiry minus the
-// refresh window minus a random jitter of up to a tenth of the window (so
-// many sources do not hit a provider in step), and retries transient
-// failures with backoff. It stops when ctx is done, when the source goes
+// StartBackground refreshes the token ahead of expiry, when
+// [lifecycle.Policy.NextRefresh] says: shortly before it becomes due, with a
+// random jitter of up to a quarter of the window (so many sources do not
+// hit a provider in step), and retries transient failures with backoff. It stops when ctx is done, when the source goes
 // terminal, or on [TokenSource.Close], which waits for it. A token with no
 // known expiry is refreshed only when an API rejects it.
 //
@@ -61,10 +60,9 @@ func (s *TokenSource) background(ctx context.Context) {
 		case st.invalid:
 			at = now
 		case !st.refreshAt.IsZero():
-			at = st.refreshAt
-			if w := st.tok.Expiry.Sub(st.refreshAt); w > 0 {
-				at = at.Add(-rand.N(w/10 + 1))
-			}
+			// The schedule's time, as the server's scheduler computes it.
+			g := grantOf(st.tok)
+			at = s.policy.NextRefresh(&g, s.rand())
 		}
 		if !at.IsZero() {
 			if at.Before(retryAt) {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 )
 
 // Refresher exchanges a refresh token for a new [oauth.Token] (RFC 6749 §6).
@@ -46,11 +47,22 @@ type Config struct {
 	Token *oauth.Token
 
 	// RefreshWindow is how long before expiry the access token is refreshed.
-	// Zero means [DefaultRefreshWindow]. For short-lived tokens the window
-	// shrinks to half the token's lifetime (when [oauth.Token.IssuedAt] is
-	// known), so a token that lives less than the window is not refreshed on
-	// every call.
+	// Zero means Policy.Window, or [DefaultRefreshWindow]. For short-lived
+	// tokens the window shrinks to half the token's lifetime (when
+	// [oauth.Token.IssuedAt] is known), so a token that lives less than the
+	// window is not refreshed on every call: the same rule as the server's
+	// ([lifecycle.Policy.EffectiveWindow]).
 	RefreshWindow time.Duration
+
+	// Policy holds the rest of the provider's lifecycle rules: whether its
+	// HTTP 400 answers to a refresh are transient, its rotation, and the
+	// cooldown after transient failures (default from 1s doubling up to a
+	// minute). The zero value suits most providers.
+	Policy lifecycle.Policy
+
+	// Rand draws the jitter of cooldowns and background refreshes from
+	// [0, 1). Nil means math/rand/v2.
+	Rand func() float64
 
 	// Save persists a new token. It is called with every new token before
 	// any caller can see it, so a rotated refresh token is stored before the
@@ -101,7 +113,8 @@ type TokenSource struct {
 	save        func(context.Context, *oauth.Token) error
 	onSaveError func(error)
 	onFailure   func(error)
-	window      time.Duration
+	policy      lifecycle.Policy
+	rand        func() float64
 	timeout     time.Duration
 	now         func() time.Time
 	log         *slog.Logger
@@ -137,7 +150,7 @@ type state struct {
 	tok       *oauth.Token
 	auth      []string      // the Authorization header value for tok, shared read-only
 	o2        *oauth2.Token // tok converted for [TokenSource.OAuth2]
-	refreshAt time.Time     // when tok becomes due; zero when its expiry is unknown
+	refreshAt time.Time     // when tok becomes due (package lifecycle); zero when its expiry is unknown
 	invalid   bool          // the access token is missing or an API rejected it
 	err       error         // terminal failure: sticky
 }
@@ -152,23 +165,14 @@ func (st *state) usable(now time.Time) bool {
 	return !st.invalid && !st.tok.Expired(now)
 }
 
-func newState(tok *oauth.Token, window time.Duration) *state {
-	st := &state{
-		tok:     tok,
-		auth:    []string{authValue(tok)},
-		invalid: tok.AccessToken == "",
-		o2:      toOAuth2(tok),
+func newState(tok *oauth.Token, p lifecycle.Policy) *state {
+	return &state{
+		tok:       tok,
+		auth:      []string{authValue(tok)},
+		invalid:   tok.AccessToken == "",
+		o2:        toOAuth2(tok),
+		refreshAt: p.DueAt(tok.IssuedAt, tok.Expiry),
 	}
-	if !tok.Expiry.IsZero() {
-		w := window
-		if !tok.IssuedAt.IsZero() {
-			if half := tok.Expiry.Sub(tok.IssuedAt) / 2; half > 0 && half < w {
-				w = half
-			}
-		}
-		st.refreshAt = tok.Expiry.Add(-w)
-	}
-	return st
 }
 
 // call is one refresh in flight. Its result fields are written before done
@@ -199,15 +203,31 @@ func NewTokenSource(cfg Config) (*TokenSource, error) {
 		save:        cfg.Save,
 		onSaveError: cfg.OnSaveError,
 		onFailure:   cfg.OnFailure,
-		window:      cfg.RefreshWindow,
+		policy:      cfg.Policy,
+		rand:        cfg.Rand,
 		timeout:     cfg.RefreshTimeout,
 		now:         cfg.Now,
 		log:         cfg.Logger,
 		changed:     make(chan struct{}),
 		done:        make(chan struct{}),
 	}
-	if s.window == 0 {
-		s.window = DefaultRefreshWindow
+	if cfg.RefreshWindow > 0 {
+		s.policy.Window = cfg.RefreshWindow
+	}
+	if s.policy.Window == 0 {
+		s.policy.Window = DefaultRefreshWindow
+	}
+	if s.policy.Cooldown.Base <= 0 {
+		s.policy.Cooldown.Base = time.Second
+	}
+	if s.policy.Cooldown.Max <= 0 {
+		s.policy.Cooldown.Max = time.Minute
+	}
+	if err := s.policy.Validate(); err != nil {
+		return nil, fmt.Errorf("client: Config.Policy: %w", err)
+	}
+	if s.rand == nil {
+		s.rand = rand.Float64
 	}
 	if s.timeout == 0 {
 		s.timeout = DefaultRefreshTimeout
@@ -222,7 +242,7 @@ func NewTokenSource(cfg Config) (*TokenSource, error) {
 	if tok.TokenType == "" {
 		tok.TokenType = "Bearer"
 	}
-	s.cur.Store(newState(tok, s.window))
+	s.cur.Store(newState(tok, s.policy))
 	return s, nil
 }
 
@@ -397,7 +417,7 @@ func (s *TokenSource) run(ctx context.Context, c *call, old *state, fail error) 
 		tok, err = s.refresher.Refresh(rctx, old.tok.RefreshToken)
 		cancel()
 		if err == nil {
-			tok, err = accept(old.tok, tok, s.now())
+			tok, err = accept(old.tok, tok, s.policy, s.now())
 		}
 	}
 	if err != nil {
@@ -408,7 +428,7 @@ func (s *TokenSource) run(ctx context.Context, c *call, old *state, fail error) 
 	if err := s.persist(ctx, tok); err != nil {
 		saveErrs = append(saveErrs, err)
 	}
-	st := newState(tok, s.window)
+	st := newState(tok, s.policy)
 	s.mu.Lock()
 	s.publishLocked(st)
 	s.flight = nil
@@ -420,33 +440,45 @@ func (s *TokenSource) run(ctx context.Context, c *call, old *state, fail error) 
 		slog.Time("expiry", tok.Expiry), slog.Bool("rotated", tok.RefreshToken != old.tok.RefreshToken))
 }
 
-// accept turns the Refresher's answer into the next token. Provider garbage
-// never becomes a token; a missing refresh token keeps the old one.
-func accept(old, tok *oauth.Token, now time.Time) (*oauth.Token, error) {
-	if tok == nil || tok.AccessToken == "" {
+// accept lands the Refresher's answer in the grant by [lifecycle.Apply],
+// the rule the server uses too. Provider garbage never becomes a token; a
+// missing refresh token keeps the old one.
+func accept(old, ans *oauth.Token, p lifecycle.Policy, now time.Time) (*oauth.Token, error) {
+	g, src, err := lifecycle.Apply(grantOf(old), lifecycle.Refreshed, ans, p, now, 0)
+	if err != nil {
 		return nil, &oauth.Error{Op: "refresh", Code: oauth.CodeInvalidResponse, Kind: oauth.KindTransient,
 			Description: "the refresher returned no access token"}
 	}
-	t := tok.Clone()
-	if t.RefreshToken == "" {
-		// RFC 6749 §6: the server MAY issue a new refresh token; when it
-		// does not, the old one stays valid.
+	t := ans.Clone()
+	if src != lifecycle.RefreshFromAnswer {
 		t.RefreshToken = old.RefreshToken
-		t.RefreshExpiry = old.RefreshExpiry
-		t.RefreshHardExpiry = old.RefreshHardExpiry
 	}
-	if t.TokenType == "" {
-		t.TokenType = "Bearer"
-	}
-	if t.IssuedAt.IsZero() {
-		t.IssuedAt = now
-	}
+	t.TokenType, t.Scope = g.TokenType, g.Scope
+	t.IssuedAt, t.Expiry, t.ExpiryDefaulted = g.IssuedAt, g.ExpiresAt, g.ExpiryDefaulted
+	t.RefreshExpiry, t.RefreshHardExpiry = g.RefreshExpiresAt, g.RefreshHardExpiresAt
 	return t, nil
+}
+
+// grantOf is the lifecycle rules' view of tok, a grant the source holds.
+func grantOf(tok *oauth.Token) lifecycle.Grant {
+	return lifecycle.Grant{
+		Status:               lifecycle.StatusActive,
+		HasAccessToken:       tok.AccessToken != "",
+		HasRefreshToken:      tok.RefreshToken != "",
+		TokenType:            tok.TokenType,
+		Scope:                tok.Scope,
+		IssuedAt:             tok.IssuedAt,
+		ExpiresAt:            tok.Expiry,
+		ExpiryDefaulted:      tok.ExpiryDefaulted,
+		RefreshExpiresAt:     tok.RefreshExpiry,
+		RefreshHardExpiresAt: tok.RefreshHardExpiry,
+	}
 }
 
 // fail ends call c with err: terminal errors become sticky, transient ones
 // start a backoff.
 func (s *TokenSource) fail(c *call, err error) {
+	err = s.policy.Classify(err)
 	terminal := oauth.Terminal(err)
 	s.mu.Lock()
 	cur := s.cur.Load()
@@ -457,7 +489,7 @@ func (s *TokenSource) fail(c *call, err error) {
 		s.publishLocked(&dead)
 	} else {
 		s.failures++
-		wait = backoff(s.failures, oauth.RetryAfter(err))
+		wait = s.policy.CooldownAfter(s.failures, oauth.RetryAfter(err), s.rand())
 		s.retryAt = s.now().Add(wait)
 		s.lastErr = err
 		s.notifyLocked()
@@ -497,19 +529,6 @@ func (s *TokenSource) publishLocked(st *state) {
 func (s *TokenSource) notifyLocked() {
 	close(s.changed)
 	s.changed = make(chan struct{})
-}
-
-// backoff is the wait after the n-th consecutive transient failure:
-// exponential from 1s, capped at a minute, with jitter so that many sources
-// do not retry in step; a provider's Retry-After wins if longer (capped).
-func backoff(n int, retryAfter time.Duration) time.Duration {
-	d := time.Second << min(n-1, 6)
-	d = min(d, time.Minute)
-	d = d/2 + rand.N(d/2+1)
-	if retryAfter > d {
-		d = min(retryAfter, 10*time.Minute)
-	}
-	return d
 }
 
 // authValue is the Authorization header value for tok (RFC 6750 §2.1),

@@ -142,6 +142,8 @@ type ProviderConfig struct {
 	RefreshIdleTimeout   string `yaml:"refresh_idle_timeout,omitempty"`
 	Rotation             string `yaml:"rotation,omitempty"`
 	RotationGrace        string `yaml:"rotation_grace,omitempty"`
+	// BadRequestTransient overrides the inherited profile's when set.
+	BadRequestTransient *bool `yaml:"bad_request_transient,omitempty"`
 
 	TokenRateLimit float64 `yaml:"token_rate_limit,omitempty"`
 	TokenRateBurst int     `yaml:"token_rate_burst,omitempty"`
@@ -630,6 +632,9 @@ func (pc ProviderConfig) merge(builtins map[string]provider.Profile) (provider.P
 	}
 	if pc.RefreshOn != nil {
 		p.RefreshOn = slices.Clone(pc.RefreshOn)
+	}
+	if pc.BadRequestTransient != nil {
+		p.BadRequestTransient = *pc.BadRequestTransient
 	}
 
 	for _, d := range []struct {

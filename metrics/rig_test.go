@@ -16,6 +16,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/seal"
 	"github.com/tokenbroker/tokenbroker/server"
 	"github.com/tokenbroker/tokenbroker/store"
@@ -54,7 +55,7 @@ func newRig(t *testing.T) *rig {
 	}
 	t.Cleanup(func() { st.Close() })
 	r.store = st
-	r.leases = &leaseSignal{Store: st, held: make(chan struct{})}
+	r.leases = &leaseSignal{Backend: st, held: make(chan struct{})}
 	kr, _, err := seal.LoadOrCreate(filepath.Join(dir, "keys"))
 	if err != nil {
 		t.Fatalf("key ring: %v", err)
@@ -84,7 +85,7 @@ func newRig(t *testing.T) *rig {
 	r.broker, err = broker.New(broker.Options{
 		Store:     r.leases,
 		Sealer:    kr,
-		Providers: map[string]broker.Provider{provAcme: {Endpoint: ep, DefaultExpiresIn: time.Hour}},
+		Providers: map[string]broker.Provider{provAcme: {Endpoint: ep, Policy: lifecycle.Policy{DefaultLifetime: time.Hour}}},
 		Backoff:   oauth.Backoff{Base: time.Second, Max: time.Minute},
 		Metrics:   r.metrics,
 	})
@@ -168,13 +169,13 @@ func (r *rig) refresh(id string) error {
 // lease is refused because another owner holds it: from then on the broker
 // is waiting for that lease.
 type leaseSignal struct {
-	store.Store
+	store.Backend
 	once sync.Once
 	held chan struct{}
 }
 
 func (s *leaseSignal) AcquireLease(ctx context.Context, id, owner string, ttl time.Duration) (store.Connection, error) {
-	c, err := s.Store.AcquireLease(ctx, id, owner, ttl)
+	c, err := s.Backend.AcquireLease(ctx, id, owner, ttl)
 	if errors.Is(err, store.ErrLeaseHeld) {
 		s.once.Do(func() { close(s.held) })
 	}

@@ -110,6 +110,12 @@ type Profile struct {
 	// RotationGrace is how long a used refresh token keeps working under
 	// RotationRotateGrace. Zero: not known.
 	RotationGrace time.Duration `yaml:"rotation_grace,omitempty"`
+	// BadRequestTransient treats an HTTP 400 answer to a refresh as
+	// transient (retried after a cooldown). By default it is terminal: the
+	// same request can only fail the same way, and some servers (Dex) answer
+	// a spent or expired refresh token with 400 invalid_request rather than
+	// invalid_grant. See docs/architecture.md.
+	BadRequestTransient bool `yaml:"bad_request_transient,omitempty"`
 
 	// TokenRateLimit caps token endpoint requests per second to this
 	// provider; zero means unlimited. TokenRateBurst is the bucket size.

@@ -18,6 +18,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/pgtest"
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/scheduler"
 	"github.com/tokenbroker/tokenbroker/seal"
 	"github.com/tokenbroker/tokenbroker/store"
@@ -33,7 +34,7 @@ import (
 // TOKENBROKER_BENCH_LAG_SECONDS the steady-state run (default 60).
 
 type schedStore interface {
-	store.Store
+	store.Backend
 	store.Scheduling
 }
 
@@ -88,7 +89,7 @@ func newBenchEnv(b *testing.B, backend string) *benchEnv {
 	}
 	br, err := broker.New(broker.Options{
 		Store: st, Sealer: ring, Owner: "bench",
-		Providers: map[string]broker.Provider{"acme": {Endpoint: ep, RefreshWindow: 5 * time.Minute}},
+		Providers: map[string]broker.Provider{"acme": {Endpoint: ep, Policy: lifecycle.Policy{Window: 5 * time.Minute}}},
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -121,9 +122,9 @@ func (e *benchEnv) fill(b *testing.B, n int, due func(i int) time.Time) {
 					return
 				}
 				// The broker jitters the schedule; the benchmark wants it exact.
-				if _, err := e.store.UpdateConnection(ctx, id, func(c store.Connection) (store.Connection, error) {
+				if _, err := e.store.UpdateConnection(ctx, id, func(c store.Connection) (store.Connection, []store.Event, error) {
 					c.NextRefreshAt = at
-					return c, nil
+					return c, nil, nil
 				}); err != nil {
 					errs <- err
 					return

@@ -13,6 +13,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/internal/pgtest"
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/scheduler"
 	"github.com/tokenbroker/tokenbroker/seal"
 	"github.com/tokenbroker/tokenbroker/store/postgres"
@@ -57,7 +58,7 @@ func TestReplicasOnPostgresShareWithoutOverlap(t *testing.T) {
 		}
 		b, err := broker.New(broker.Options{
 			Store: st, Sealer: ring, Owner: name,
-			Providers: map[string]broker.Provider{"acme": {Endpoint: ep, RefreshWindow: 5 * time.Minute}},
+			Providers: map[string]broker.Provider{"acme": {Endpoint: ep, Policy: lifecycle.Policy{Window: 5 * time.Minute}}},
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -73,10 +74,11 @@ func TestReplicasOnPostgresShareWithoutOverlap(t *testing.T) {
 	now := time.Now()
 	for i := range n {
 		id := fmt.Sprintf("c%03d", i)
-		// Inside the refresh window already: due at once.
+		// An hour-long token inside its refresh window already: due at once.
 		access, refresh := fp.grant(id, now.Add(4*time.Minute))
 		if _, err := replicas[0].broker.CreateConnection(ctx, broker.Import{
-			ID: id, Provider: "acme", AccessToken: access, RefreshToken: refresh, ExpiresAt: now.Add(4 * time.Minute),
+			ID: id, Provider: "acme", AccessToken: access, RefreshToken: refresh,
+			IssuedAt: now.Add(-56 * time.Minute), ExpiresAt: now.Add(4 * time.Minute),
 		}); err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/scheduler"
 	"github.com/tokenbroker/tokenbroker/seal"
 	"github.com/tokenbroker/tokenbroker/store"
@@ -233,7 +234,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	}
 	bo := broker.Options{
 		Store: st, Sealer: ring, Owner: "replica-a",
-		Providers: map[string]broker.Provider{"acme": {Endpoint: ep, RefreshWindow: 5 * time.Minute}},
+		Providers: map[string]broker.Provider{"acme": {Endpoint: ep, Policy: lifecycle.Policy{Window: 5 * time.Minute}}},
 	}
 	if o.brokerOpt != nil {
 		o.brokerOpt(&bo)

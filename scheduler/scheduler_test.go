@@ -157,12 +157,12 @@ func TestShortRefreshWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, rigOptions{expiresIn: time.Hour, brokerOpt: func(o *broker.Options) {
 			p := o.Providers["acme"]
-			p.RefreshWindow = 20 * time.Second
+			p.Policy.Window = 20 * time.Second
 			o.Providers["acme"] = p
 		}})
 		start := time.Now()
-		// RefreshIfDue refreshes at NextRefreshAt, which lies up to half a
-		// window before the window opens.
+		// RefreshIfDue refreshes at NextRefreshAt, which lies up to a quarter
+		// of a window before the window opens.
 		r.add("probe", start.Add(time.Hour))
 		time.Sleep(time.Until(r.get("probe").NextRefreshAt))
 		if err := r.broker.RefreshIfDue(t.Context(), "probe"); err != nil {

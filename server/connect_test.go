@@ -200,10 +200,10 @@ func TestConnectWithoutRedirectShowsPage(t *testing.T) {
 func TestConnectRestoresNeedsReauth(t *testing.T) {
 	ch := newConnectHarness(t)
 	old, _ := ch.importConn("dead", provAcme, map[string]any{"metadata": map[string]string{"tenant": "t1"}})
-	if _, err := ch.store.UpdateConnection(context.Background(), "dead", func(c store.Connection) (store.Connection, error) {
+	if _, err := ch.store.UpdateConnection(context.Background(), "dead", func(c store.Connection) (store.Connection, []store.Event, error) {
 		c.Status = store.StatusNeedsReauth
 		c.Failure = &store.Failure{Code: "invalid_grant", Attempts: 3, FirstAt: ch.clock.Now()}
-		return c, nil
+		return c, nil, nil
 	}); err != nil {
 		t.Fatal(err)
 	}

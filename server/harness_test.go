@@ -18,6 +18,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
 	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/seal"
 	"github.com/tokenbroker/tokenbroker/store/sqlite"
 )
@@ -250,9 +251,9 @@ func newHarness(t testing.TB, ho harnessOptions) *harness {
 		Store:  st,
 		Sealer: kr,
 		Providers: map[string]broker.Provider{
-			provAcme:   {Endpoint: acme, DefaultExpiresIn: time.Hour, CanRevoke: true},
-			provNoAPI:  {Endpoint: acme, DefaultExpiresIn: time.Hour},
-			provFlaky:  {Endpoint: endpoint(failingRevoke.URL), DefaultExpiresIn: time.Hour, CanRevoke: true},
+			provAcme:   {Endpoint: acme, Policy: lifecycle.Policy{DefaultLifetime: time.Hour}, CanRevoke: true},
+			provNoAPI:  {Endpoint: acme, Policy: lifecycle.Policy{DefaultLifetime: time.Hour}},
+			provFlaky:  {Endpoint: endpoint(failingRevoke.URL), Policy: lifecycle.Policy{DefaultLifetime: time.Hour}, CanRevoke: true},
 			provNoDflt: {Endpoint: acme},
 		},
 		Backoff: oauth.Backoff{Base: time.Second, Max: time.Minute},

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 )
 
 // Sentinel errors returned by every backend, matched with [errors.Is].
@@ -28,40 +30,18 @@ var (
 	ErrUnavailable = errors.New("store: database unavailable")
 )
 
-// Status is a connection's lifecycle state. Refreshing is not a status: the
-// lease is.
-type Status string
+// Status is a connection's lifecycle state; the rules that move it live in
+// package lifecycle. Refreshing is not a status: the lease is.
+type Status = lifecycle.Status
 
 const (
-	StatusActive      Status = "active"
-	StatusNeedsReauth Status = "needs_reauth"
-	StatusRevoked     Status = "revoked"
+	StatusActive      = lifecycle.StatusActive
+	StatusNeedsReauth = lifecycle.StatusNeedsReauth
+	StatusRevoked     = lifecycle.StatusRevoked
 )
 
-// Valid reports whether s is a known status.
-func (s Status) Valid() bool {
-	switch s {
-	case StatusActive, StatusNeedsReauth, StatusRevoked:
-		return true
-	}
-	return false
-}
-
 // Failure records why the last refresh failed.
-type Failure struct {
-	// Code is the sanitized error code callers may see ("invalid_grant",
-	// "http_503", "network").
-	Code string `json:"code"`
-	// Message is the provider's own text, for admins only.
-	Message string `json:"message,omitempty"`
-	// Attempts counts consecutive failures since the last success.
-	Attempts int `json:"attempts"`
-	// FirstAt is when the current run of failures began.
-	FirstAt time.Time `json:"first_at"`
-	// NextAttemptAt is when the provider may be called again; until then
-	// on-demand requests answer at once without calling it.
-	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
-}
+type Failure = lifecycle.Failure
 
 // Connection is one stored OAuth grant. AccessToken and RefreshToken hold
 // sealed (encrypted) bytes; the store treats them as opaque.
@@ -70,11 +50,22 @@ type Connection struct {
 	Provider string
 	Status   Status
 
+	// Incarnation identifies this life of the connection id: the store
+	// assigns a new one on every create, so after a delete and a re-create
+	// under the same id nothing bound to the old life (an in-flight
+	// refresh, a cached token, an unsaved token, a lease) matches the new
+	// row. CompareAndSwap compares it with the version.
+	Incarnation string
+
 	AccessToken  []byte // sealed; never plaintext
 	RefreshToken []byte // sealed; nil when the grant has no refresh token
 	TokenType    string
 	Scope        string
 
+	// IssuedAt is when the current access token was obtained: its lifetime
+	// caps the refresh window (package lifecycle). Zero for rows written
+	// before it was recorded.
+	IssuedAt time.Time
 	// ExpiresAt is the access token's expiry; zero only when unknown and no
 	// default applies.
 	ExpiresAt time.Time
@@ -114,12 +105,6 @@ type Connection struct {
 	// [GrantClientCredentials]: the broker asks the token endpoint for a new
 	// token with the client's own credentials (RFC 6749 §4.4).
 	Grant string
-
-	// Events are queued for delivery (webhooks) in the same transaction as
-	// the write that carries them (CreateConnection, CompareAndSwap, the
-	// row returned by UpdateConnection's update), so a crash can never
-	// record the change but lose its event. They are not read back.
-	Events []Event
 }
 
 // Event is a connection lifecycle event queued in the store's outbox. It
@@ -173,25 +158,32 @@ type APIKey struct {
 // Store keeps connections and API keys. Every method takes a context first
 // and is safe for concurrent use, across goroutines and, for backends that
 // allow it, across processes.
+//
+// The writes of a connection take the lifecycle events they cause
+// (connection.created, .recovered, …) as arguments: the backend queues them
+// in its outbox in the same transaction as the write, so a crash can never
+// record the change but lose its event.
 type Store interface {
-	// CreateConnection stores c with Version 1 and CreatedAt/UpdatedAt set
-	// by the store. Returns ErrAlreadyExists if the id is taken.
-	CreateConnection(ctx context.Context, c Connection) (Connection, error)
+	// CreateConnection stores c with Version 1, a new Incarnation and
+	// CreatedAt/UpdatedAt set by the store, and queues events. Returns
+	// ErrAlreadyExists if the id is taken.
+	CreateConnection(ctx context.Context, c Connection, events ...Event) (Connection, error)
 	// GetConnection returns ErrNotFound if there is no such id.
 	GetConnection(ctx context.Context, id string) (Connection, error)
 	// UpdateConnection reads the row, calls update with it, and writes the
-	// result only if the row's version is still the one read, bumping it.
-	// update may return an error to abort without writing. A lost race
-	// returns ErrConflict (the caller re-reads and decides); ErrNotFound if
-	// the row is gone. Lease fields are not changed by UpdateConnection.
-	// update runs with no lock or transaction held, so it may call the
-	// store itself.
-	UpdateConnection(ctx context.Context, id string, update func(old Connection) (Connection, error)) (Connection, error)
-	// CompareAndSwap writes c if the stored version equals c.Version, and
-	// returns the stored row with the bumped version. Returns ErrConflict
-	// when the version moved on, ErrNotFound when the row is gone. Lease
-	// fields are not changed.
-	CompareAndSwap(ctx context.Context, c Connection) (Connection, error)
+	// result, with the events update returns, only if the row's version is
+	// still the one read, bumping it. update may return an error to abort
+	// without writing. A lost race returns ErrConflict (see [Update] for the
+	// retrying form); ErrNotFound if the row is gone. Lease fields are not
+	// changed by UpdateConnection. update runs with no lock or transaction
+	// held, so it may call the store itself.
+	UpdateConnection(ctx context.Context, id string, update Updater) (Connection, error)
+	// CompareAndSwap writes c, and queues events, if the stored row is still
+	// c.Incarnation at c.Version, and returns the stored row with the
+	// bumped version. Returns ErrConflict when the version moved on,
+	// ErrNotFound when the row is gone or is another incarnation (deleted
+	// and created again). Lease fields are not changed.
+	CompareAndSwap(ctx context.Context, c Connection, events ...Event) (Connection, error)
 	// DeleteConnection returns ErrNotFound if there is no such id. events
 	// are queued in the same transaction as the delete.
 	DeleteConnection(ctx context.Context, id string, events ...Event) error
@@ -223,6 +215,19 @@ type Store interface {
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error
+}
+
+// Backend is everything tokenbroker needs of a database, as one interface:
+// a backend that lacks a role does not compile (var _ store.Backend =
+// (*DB)(nil)) rather than silently lose a feature at run time. Only the
+// change feed is optional ([ChangeFeed]): a database that one process owns
+// has no other writers to hear about.
+type Backend interface {
+	Store
+	ConnectSessions
+	Scheduling
+	Outbox
+	ConnectionCounter
 }
 
 // ChangeHandler hears about connections written by any process.
@@ -399,6 +404,14 @@ func NewEventID(at time.Time) string {
 	binary.BigEndian.PutUint64(b[:8], uint64(at.UnixMilli())<<16)
 	_, _ = rand.Read(b[6:])
 	return "evt_" + hex.EncodeToString(b[:])
+}
+
+// NewIncarnation returns a new incarnation id for a connection being
+// created: 128 random bits in hex.
+func NewIncarnation() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // Validate checks what every backend requires of a connect session before

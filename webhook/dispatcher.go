@@ -20,6 +20,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
@@ -434,16 +435,12 @@ func (d *Dispatcher) deliver(ctx context.Context, del store.Delivery) {
 }
 
 // retryDelay is the wait after failed attempt number attempt (1-based):
-// exponential with "equal jitter", between half and all of
-// min(Max, Base·2^(attempt-1)), so retries of many events that failed
-// together spread out but never come back at once. A Retry-After longer
-// than that is honoured up to Backoff.Max.
+// tokenbroker's one cooldown (lifecycle.Policy.CooldownAfter) on the
+// dispatcher's Backoff, so retries of many events that failed together
+// spread out but never come back at once. A Retry-After longer than that is
+// honoured up to Backoff.Max.
 func (d *Dispatcher) retryDelay(attempt int, retryAfter time.Duration) time.Duration {
-	wait := d.backoff.Delay(attempt-1, 0.5+d.rand()/2)
-	if ra := min(retryAfter, d.backoff.Max); ra > wait {
-		wait = ra
-	}
-	return wait
+	return lifecycle.Policy{Cooldown: d.backoff}.CooldownAfter(attempt, retryAfter, d.rand())
 }
 
 func (d *Dispatcher) send(ctx context.Context, ep *Endpoint, del store.Delivery) outcome {

@@ -130,12 +130,11 @@ func openStore(t *testing.T, path string, now func() time.Time) *sqlite.Store {
 }
 
 // queue writes a connection with one event, as the broker does.
-func queue(t *testing.T, s store.Store, id, typ string, at time.Time) {
+func queue(t *testing.T, s store.Backend, id, typ string, at time.Time) {
 	t.Helper()
 	_, err := s.CreateConnection(t.Context(), store.Connection{
 		ID: id, Provider: "acme", Status: store.StatusActive, AccessToken: []byte("sealed-fake"),
-		Events: []store.Event{{Type: typ, ConnectionID: id, Provider: "acme", Code: "invalid_grant", At: at}},
-	})
+	}, store.Event{Type: typ, ConnectionID: id, Provider: "acme", Code: "invalid_grant", At: at})
 	if err != nil {
 		t.Fatalf("CreateConnection: %v", err)
 	}

@@ -35,7 +35,7 @@ func newProvider(t *testing.T) *provider {
 
 // broker returns a broker on s with no in-process event sink: whatever
 // reaches a webhook went through the store.
-func (p *provider) broker(t *testing.T, s store.Store) *broker.Broker {
+func (p *provider) broker(t *testing.T, s store.Backend) *broker.Broker {
 	t.Helper()
 	ep, err := oauth.NewEndpoint(oauth.Config{
 		ClientID: p.srv.ClientID, ClientSecret: p.srv.ClientSecret, TokenURL: p.srv.TokenURL(),

@@ -85,7 +85,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // openStore opens the configured store for administrative commands that
 // run beside, or instead of, the server. They need neither the providers'
 // secrets nor the key ring.
-func openStore(ctx context.Context, cfgPath string) (store.Store, error) {
+func openStore(ctx context.Context, cfgPath string) (store.Backend, error) {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return nil, err

@@ -193,10 +193,10 @@ func TestCLIConnections(t *testing.T) {
 	}
 
 	// needs_reauth: get still exits 0 and says so; refresh exits 4.
-	if _, err := e.app.Store.UpdateConnection(context.Background(), "c1", func(c store.Connection) (store.Connection, error) {
+	if _, err := e.app.Store.UpdateConnection(context.Background(), "c1", func(c store.Connection) (store.Connection, []store.Event, error) {
 		c.Status = store.StatusNeedsReauth
 		c.Failure = &store.Failure{Code: "invalid_grant", Attempts: 1, FirstAt: time.Now()}
-		return c, nil
+		return c, nil, nil
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/metrics"
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/provider"
 	"github.com/tokenbroker/tokenbroker/scheduler"
 	"github.com/tokenbroker/tokenbroker/server"
@@ -57,7 +58,7 @@ type Options struct {
 // App is an assembled tokenbroker.
 type App struct {
 	Config  *config.Config
-	Store   store.Store
+	Store   store.Backend
 	Keys    *ReloadingKeyRing
 	Broker  *broker.Broker
 	Server  *server.Server
@@ -77,7 +78,7 @@ type App struct {
 }
 
 // OpenStore opens the configured database, creating it on first use.
-func OpenStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now func() time.Time) (store.Store, error) {
+func OpenStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now func() time.Time) (store.Backend, error) {
 	driver, dsn, err := cfg.DatabaseDSN()
 	if err != nil {
 		return nil, err
@@ -169,12 +170,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		}
 		limits[name] = scheduler.Limit{Rate: p.TokenRateLimit, Burst: p.TokenRateBurst}
 		providers[name] = broker.Provider{
-			Name:                 name,
-			Endpoint:             ep,
-			RefreshWindow:        p.RefreshWindow,
-			DefaultExpiresIn:     p.DefaultExpiresIn,
-			RefreshTokenLifetime: p.RefreshTokenLifetime,
-			RefreshIdleTimeout:   p.RefreshIdleTimeout,
+			Name:     name,
+			Endpoint: ep,
+			Policy:   policyOf(p),
 			// With an issuer the endpoints may be discovered; the endpoint
 			// answers oauth.ErrNoIntrospection/ErrNoRevocation if not.
 			CanIntrospect: p.IntrospectionURL != "" || p.Issuer != "",
@@ -257,15 +255,27 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	return a, nil
 }
 
+// policyOf is the lifecycle policy a provider profile describes.
+func policyOf(p provider.Profile) lifecycle.Policy {
+	return lifecycle.Policy{
+		Window:               p.RefreshWindow,
+		DefaultLifetime:      p.DefaultExpiresIn,
+		RefreshTokenLifetime: p.RefreshTokenLifetime,
+		RefreshIdleTimeout:   p.RefreshIdleTimeout,
+		Rotation:             lifecycle.Rotation(p.Rotation),
+		RotationGrace:        p.RotationGrace,
+		BadRequestTransient:  p.BadRequestTransient,
+	}
+}
+
 // newScheduler builds the background refresh scheduler, claiming under the
 // broker's own owner name so logs and claims tell replicas apart.
 func (a *App) newScheduler(cfg *config.Config, limits map[string]scheduler.Limit, now func() time.Time) error {
-	sched, ok := a.Store.(store.Scheduling)
-	if cfg.Scheduler.Disabled || !ok {
+	if cfg.Scheduler.Disabled {
 		return nil
 	}
 	opts := scheduler.Options{
-		Store:       sched,
+		Store:       a.Store,
 		Refresher:   a.Broker,
 		Owner:       a.Broker.Owner(),
 		Interval:    cfg.Scheduler.Interval,
@@ -291,12 +301,11 @@ func (a *App) newMetrics(now func() time.Time) error {
 	if err := a.Registry.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	counter, _ := a.Store.(metrics.ConnectionCounter)
 	var err error
 	a.Metrics, err = metrics.New(metrics.Options{
 		Registerer:  a.Registry,
 		Providers:   a.Catalog.Names(),
-		Connections: counter,
+		Connections: a.Store,
 		Now:         now,
 		Logger:      a.log,
 	})
@@ -315,12 +324,8 @@ func newDashboard(a *App, cfg *config.Config, log *slog.Logger, now func() time.
 		Providers:   a.Catalog.Names(),
 		Logger:      log,
 		Now:         now,
-	}
-	if ev, ok := a.Store.(connectionEvents); ok {
-		opts.Events = eventHistory{ev}
-	}
-	if cc, ok := a.Store.(store.ConnectionCounter); ok {
-		opts.Counter = statusCounts{cc}
+		Events:      eventHistory{a.Store},
+		Counter:     statusCounts{a.Store},
 	}
 	if cfg.PublicURL != "" {
 		opts.Reconnect = reconnectLinks{broker: a.Broker, publicURL: strings.TrimRight(cfg.PublicURL, "/")}
@@ -328,13 +333,8 @@ func newDashboard(a *App, cfg *config.Config, log *slog.Logger, now func() time.
 	return ui.New(opts)
 }
 
-// connectionEvents is the event history of stores with an outbox.
-type connectionEvents interface {
-	ConnectionEvents(ctx context.Context, connectionID string, limit int) ([]store.Event, error)
-}
-
 // eventHistory shows the store's outbox as the dashboard's event history.
-type eventHistory struct{ src connectionEvents }
+type eventHistory struct{ src store.Outbox }
 
 func (e eventHistory) ConnectionEvents(ctx context.Context, id string, limit int) ([]ui.Event, error) {
 	evs, err := e.src.ConnectionEvents(ctx, id, limit)
@@ -501,10 +501,6 @@ func EnsureDataDir(dir string) error {
 // It runs even with no endpoints configured: it then only prunes old
 // events, which are also the connections' event history.
 func (a *App) newWebhooks(cfg *config.Config, now func() time.Time) error {
-	ob, ok := a.Store.(store.Outbox)
-	if !ok {
-		return nil
-	}
 	eps := make([]webhook.Endpoint, 0, len(cfg.Webhooks.Endpoints))
 	for i, w := range cfg.Webhooks.Endpoints {
 		secret, err := w.Secret(nil)
@@ -514,7 +510,7 @@ func (a *App) newWebhooks(cfg *config.Config, now func() time.Time) error {
 		eps = append(eps, webhook.Endpoint{Name: w.Name, URL: w.URL, Secret: secret, Events: w.Events})
 	}
 	opts := webhook.Options{
-		Outbox:    ob,
+		Outbox:    a.Store,
 		Endpoints: eps,
 		Owner:     a.Broker.Owner(),
 		Now:       now,

@@ -52,8 +52,8 @@ providers:
 			if got := a.Scheduler != nil; got != tc.enabled {
 				t.Fatalf("scheduler built: %v, want %v", got, tc.enabled)
 			}
-			if p, _ := a.Broker.Provider("acme"); p.RefreshIdleTimeout != 720*time.Hour {
-				t.Errorf("broker provider RefreshIdleTimeout = %v, want the profile's 720h", p.RefreshIdleTimeout)
+			if p, _ := a.Broker.Provider("acme"); p.Policy.RefreshIdleTimeout != 720*time.Hour {
+				t.Errorf("broker provider RefreshIdleTimeout = %v, want the profile's 720h", p.Policy.RefreshIdleTimeout)
 			}
 			if tc.enabled && a.Scheduler.Owner() != a.Broker.Owner() {
 				t.Errorf("scheduler owner %q, broker owner %q; want the same", a.Scheduler.Owner(), a.Broker.Owner())

@@ -19,6 +19,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
 	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/seal"
 	"github.com/tokenbroker/tokenbroker/server"
 	"github.com/tokenbroker/tokenbroker/server/ui"
@@ -80,7 +81,7 @@ func newHarness(t *testing.T, ho harnessOptions) *harness {
 	h.broker, err = broker.New(broker.Options{
 		Store:     st,
 		Sealer:    h.ring,
-		Providers: map[string]broker.Provider{"acme": {Endpoint: ep, DefaultExpiresIn: time.Hour}, "globex": {Endpoint: ep, DefaultExpiresIn: time.Hour}},
+		Providers: map[string]broker.Provider{"acme": {Endpoint: ep, Policy: lifecycle.Policy{DefaultLifetime: time.Hour}}, "globex": {Endpoint: ep, Policy: lifecycle.Policy{DefaultLifetime: time.Hour}}},
 		Backoff:   oauth.Backoff{Base: time.Second, Max: time.Minute},
 		Now:       h.clock.Now,
 		Rand:      func() float64 { return 0.5 },
@@ -140,9 +141,9 @@ func (h *harness) importConnection(id, provider string) {
 // elsewhere would have.
 func (h *harness) setState(id string, status store.Status, f *store.Failure) {
 	h.t.Helper()
-	if _, err := h.store.UpdateConnection(h.t.Context(), id, func(c store.Connection) (store.Connection, error) {
+	if _, err := h.store.UpdateConnection(h.t.Context(), id, func(c store.Connection) (store.Connection, []store.Event, error) {
 		c.Status, c.Failure = status, f
-		return c, nil
+		return c, nil, nil
 	}); err != nil {
 		h.t.Fatal(err)
 	}

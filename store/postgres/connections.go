@@ -20,7 +20,8 @@ import (
 const connectionColumns = `id, provider, status, access_token, refresh_token, token_type, scope,
 	expires_at, expiry_defaulted, refresh_expires_at, refresh_hard_expires_at,
 	last_refresh_at, last_used_at, failure, metadata, version,
-	lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at`
+	lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
+	issued_at, incarnation`
 
 // dataColumns are the caller-owned columns, in the order of dataArgs; in
 // statements they are parameters $2 to $15, after the id.
@@ -124,7 +125,7 @@ func scanConnection(row pgx.Row) (store.Connection, error) {
 		c                                                                       store.Connection
 		status                                                                  string
 		expires, refreshExpires, refreshHard, lastRefresh, lastUsed, leaseUntil pgtype.Timestamptz
-		nextRefresh                                                             pgtype.Timestamptz
+		nextRefresh, issued                                                     pgtype.Timestamptz
 		created, updated                                                        time.Time
 		failure, metadata                                                       []byte
 		leaseOwner                                                              pgtype.Text
@@ -132,7 +133,8 @@ func scanConnection(row pgx.Row) (store.Connection, error) {
 	err := row.Scan(&c.ID, &c.Provider, &status, &c.AccessToken, &c.RefreshToken, &c.TokenType, &c.Scope,
 		&expires, &c.ExpiryDefaulted, &refreshExpires, &refreshHard,
 		&lastRefresh, &lastUsed, &failure, &metadata, &c.Version,
-		&leaseOwner, &leaseUntil, &created, &updated, &c.Grant, &nextRefresh)
+		&leaseOwner, &leaseUntil, &created, &updated, &c.Grant, &nextRefresh,
+		&issued, &c.Incarnation)
 	if err != nil {
 		return store.Connection{}, err
 	}
@@ -145,6 +147,7 @@ func scanConnection(row pgx.Row) (store.Connection, error) {
 	c.LeaseOwner = leaseOwner.String
 	c.LeaseUntil = fromTstz(leaseUntil)
 	c.NextRefreshAt = fromTstz(nextRefresh)
+	c.IssuedAt = fromTstz(issued)
 	c.CreatedAt = created.UTC()
 	c.UpdatedAt = updated.UTC()
 	if failure != nil {
@@ -165,27 +168,28 @@ func notFound(id string) error {
 	return fmt.Errorf("store/postgres: connection %q: %w", id, store.ErrNotFound)
 }
 
-// CreateConnection stores c with Version 1, a free lease and CreatedAt and
-// UpdatedAt from the store's clock. Returns [store.ErrAlreadyExists] if the
-// id is taken.
-func (s *Store) CreateConnection(ctx context.Context, c store.Connection) (store.Connection, error) {
+// CreateConnection stores c with Version 1, a new incarnation, a free lease
+// and CreatedAt and UpdatedAt from the store's clock, and queues events.
+// Returns [store.ErrAlreadyExists] if the id is taken.
+func (s *Store) CreateConnection(ctx context.Context, c store.Connection, events ...store.Event) (store.Connection, error) {
 	args, err := dataArgs(c)
 	if err != nil {
 		return store.Connection{}, err
 	}
 	args = append([]any{c.ID}, args...)
-	args = append(args, stored(s.now()), c.Grant, tstz(c.NextRefreshAt))
+	args = append(args, stored(s.now()), c.Grant, tstz(c.NextRefreshAt), tstz(c.IssuedAt), store.NewIncarnation())
 	op := fmt.Sprintf("create connection %q", c.ID)
 	var out store.Connection
 	err = s.do(ctx, op, false, func(pc *pgxpool.Conn) error {
-		conn, err := s.beginEvents(ctx, pc, op, c.Events)
+		conn, err := s.beginEvents(ctx, pc, op, events)
 		if err != nil {
 			return err
 		}
 		defer conn.rollback(ctx)
 		out, err = scanConnection(conn.QueryRow(ctx, `INSERT INTO connections (id, `+dataColumns+`,
-			version, lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, NULL, NULL, $16, $16, $17, $18)
+			version, lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
+			issued_at, incarnation)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, NULL, NULL, $16, $16, $17, $18, $19, $20)
 			RETURNING `+connectionColumns, args...))
 		return conn.commit(ctx, s.fail(ctx, op, err))
 	})
@@ -213,23 +217,24 @@ func (s *Store) GetConnection(ctx context.Context, id string) (store.Connection,
 // UpdateConnection reads the row, calls update with no lock held, and
 // compare-and-swaps the result on the version it read; see
 // [store.UpdateWithCAS].
-func (s *Store) UpdateConnection(ctx context.Context, id string, update func(old store.Connection) (store.Connection, error)) (store.Connection, error) {
+func (s *Store) UpdateConnection(ctx context.Context, id string, update store.Updater) (store.Connection, error) {
 	return store.UpdateWithCAS(ctx, s, id, update)
 }
 
-// CompareAndSwap writes c's data if the stored version is c.Version and
-// returns the stored row. Lease fields and CreatedAt are never written here.
-func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection) (store.Connection, error) {
+// CompareAndSwap writes c's data, and queues events, if the stored row is
+// c.Incarnation at c.Version, and returns the stored row. Lease fields and
+// CreatedAt are never written here.
+func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection, events ...store.Event) (store.Connection, error) {
 	args, err := dataArgs(c)
 	if err != nil {
 		return store.Connection{}, err
 	}
 	args = append([]any{c.ID}, args...)
-	args = append(args, stored(s.now()), c.Version, c.Grant, tstz(c.NextRefreshAt))
+	args = append(args, stored(s.now()), c.Version, c.Grant, tstz(c.NextRefreshAt), tstz(c.IssuedAt), c.Incarnation)
 	op := fmt.Sprintf("compare-and-swap connection %q", c.ID)
 	var out store.Connection
 	err = s.do(ctx, op, false, func(pc *pgxpool.Conn) error {
-		conn, err := s.beginEvents(ctx, pc, op, c.Events)
+		conn, err := s.beginEvents(ctx, pc, op, events)
 		if err != nil {
 			return err
 		}
@@ -238,15 +243,17 @@ func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection) (store.C
 			provider = $2, status = $3, access_token = $4, refresh_token = $5, token_type = $6, scope = $7,
 			expires_at = $8, expiry_defaulted = $9, refresh_expires_at = $10, refresh_hard_expires_at = $11,
 			last_refresh_at = $12, last_used_at = $13, failure = $14, metadata = $15,
-			version = version + 1, updated_at = $16, grant_type = $18, next_refresh_at = $19
-			WHERE id = $1 AND version = $17
+			version = version + 1, updated_at = $16, grant_type = $18, next_refresh_at = $19, issued_at = $20
+			WHERE id = $1 AND incarnation = $21 AND version = $17
 			RETURNING `+connectionColumns, args...))
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return conn.commit(ctx, s.fail(ctx, op, err))
 		}
-		// Nothing matched: the row is gone or its version moved on.
+		// Nothing matched: the row is gone, is another incarnation, or its
+		// version moved on.
 		var exists bool
-		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM connections WHERE id = $1)`, c.ID).Scan(&exists); err != nil {
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM connections WHERE id = $1 AND incarnation = $2)`,
+			c.ID, c.Incarnation).Scan(&exists); err != nil {
 			return s.fail(ctx, op, err)
 		}
 		if !exists {

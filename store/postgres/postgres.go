@@ -43,7 +43,7 @@ type Store struct {
 	closeOnce sync.Once
 }
 
-var _ store.Store = (*Store)(nil)
+var _ store.Backend = (*Store)(nil)
 
 // Open connects to the database named by dsn (a postgres:// URL or
 // key=value string, as pgx reads it) and applies any pending migrations.

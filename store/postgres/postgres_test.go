@@ -32,7 +32,7 @@ func openFresh(t testing.TB, opts Options) (*Store, string) {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.RunTests(t, func(t *testing.T, now func() time.Time) store.Store {
+	storetest.RunTests(t, func(t *testing.T, now func() time.Time) store.Backend {
 		s, _ := openFresh(t, Options{Now: now})
 		return s
 	})
@@ -200,7 +200,7 @@ func TestDatabaseOutage(t *testing.T) {
 		{"CreateConnection", func() error { _, err := s.CreateConnection(ctx, fakeConnection("conn-during-outage")); return err }},
 		{"CompareAndSwap", func() error { _, err := s.CompareAndSwap(ctx, created); return err }},
 		{"UpdateConnection", func() error {
-			_, err := s.UpdateConnection(ctx, "conn-outage", func(c store.Connection) (store.Connection, error) { return c, nil })
+			_, err := s.UpdateConnection(ctx, "conn-outage", func(c store.Connection) (store.Connection, []store.Event, error) { return c, nil, nil })
 			return err
 		}},
 		{"AcquireLease", func() error { _, err := s.AcquireLease(ctx, "conn-outage", "owner", time.Minute); return err }},
@@ -248,9 +248,9 @@ func TestDatabaseOutage(t *testing.T) {
 		if string(got.AccessToken) != string(created.AccessToken) || string(got.RefreshToken) != string(created.RefreshToken) {
 			t.Error("tokens changed across the outage")
 		}
-		updated, err := s.UpdateConnection(ctx, got.ID, func(c store.Connection) (store.Connection, error) {
+		updated, err := s.UpdateConnection(ctx, got.ID, func(c store.Connection) (store.Connection, []store.Event, error) {
 			c.Scope = "after-outage"
-			return c, nil
+			return c, nil, nil
 		})
 		if err != nil {
 			t.Fatalf("UpdateConnection after recovery: %v", err)

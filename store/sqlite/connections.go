@@ -14,7 +14,8 @@ import (
 const connectionColumns = `id, provider, status, access_token, refresh_token, token_type, scope,
 	expires_at, expiry_defaulted, refresh_expires_at, refresh_hard_expires_at,
 	last_refresh_at, last_used_at, failure, metadata, version,
-	lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at`
+	lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
+	issued_at, incarnation`
 
 // micros encodes a time as unix microseconds in UTC; the zero time is NULL.
 func micros(t time.Time) any {
@@ -96,7 +97,7 @@ func scanConnection(row interface{ Scan(...any) error }) (store.Connection, erro
 		c                                                                       store.Connection
 		status                                                                  string
 		expires, refreshExpires, refreshHard, lastRefresh, lastUsed, leaseUntil sql.NullInt64
-		nextRefresh                                                             sql.NullInt64
+		nextRefresh, issued                                                     sql.NullInt64
 		defaulted                                                               int64
 		failure, metadata                                                       sql.NullString
 		created, updated                                                        int64
@@ -104,7 +105,8 @@ func scanConnection(row interface{ Scan(...any) error }) (store.Connection, erro
 	err := row.Scan(&c.ID, &c.Provider, &status, &c.AccessToken, &c.RefreshToken, &c.TokenType, &c.Scope,
 		&expires, &defaulted, &refreshExpires, &refreshHard,
 		&lastRefresh, &lastUsed, &failure, &metadata, &c.Version,
-		&c.LeaseOwner, &leaseUntil, &created, &updated, &c.Grant, &nextRefresh)
+		&c.LeaseOwner, &leaseUntil, &created, &updated, &c.Grant, &nextRefresh,
+		&issued, &c.Incarnation)
 	if err != nil {
 		return store.Connection{}, err
 	}
@@ -117,6 +119,7 @@ func scanConnection(row interface{ Scan(...any) error }) (store.Connection, erro
 	c.LastUsedAt = fromMicros(lastUsed)
 	c.LeaseUntil = fromMicros(leaseUntil)
 	c.NextRefreshAt = fromMicros(nextRefresh)
+	c.IssuedAt = fromMicros(issued)
 	c.CreatedAt = time.UnixMicro(created).UTC()
 	c.UpdatedAt = time.UnixMicro(updated).UTC()
 	if failure.Valid {
@@ -141,33 +144,34 @@ const casQuery = `UPDATE connections SET
 	provider = ?, status = ?, access_token = ?, refresh_token = ?, token_type = ?, scope = ?,
 	expires_at = ?, expiry_defaulted = ?, refresh_expires_at = ?, refresh_hard_expires_at = ?,
 	last_refresh_at = ?, last_used_at = ?, failure = ?, metadata = ?,
-	version = version + 1, updated_at = ?, grant_type = ?, next_refresh_at = ?
-	WHERE id = ? AND version = ?
+	version = version + 1, updated_at = ?, grant_type = ?, next_refresh_at = ?, issued_at = ?
+	WHERE id = ? AND incarnation = ? AND version = ?
 	RETURNING ` + connectionColumns
 
 func notFound(id string) error {
 	return fmt.Errorf("store/sqlite: connection %q: %w", id, store.ErrNotFound)
 }
 
-// CreateConnection stores c with Version 1, a free lease and CreatedAt and
-// UpdatedAt from the store's clock. Returns [store.ErrAlreadyExists] if the
-// id is taken.
-func (s *Store) CreateConnection(ctx context.Context, c store.Connection) (store.Connection, error) {
+// CreateConnection stores c with Version 1, a new incarnation, a free lease
+// and CreatedAt and UpdatedAt from the store's clock, and queues events.
+// Returns [store.ErrAlreadyExists] if the id is taken.
+func (s *Store) CreateConnection(ctx context.Context, c store.Connection, events ...store.Event) (store.Connection, error) {
 	args, err := dataArgs(c)
 	if err != nil {
 		return store.Connection{}, err
 	}
 	now := s.now().UnixMicro()
 	args = append([]any{c.ID}, args...)
-	args = append(args, now, now, c.Grant, micros(c.NextRefreshAt))
-	w, err := s.beginEvents(ctx, fmt.Sprintf("create connection %q", c.ID), c.Events)
+	args = append(args, now, now, c.Grant, micros(c.NextRefreshAt), micros(c.IssuedAt), store.NewIncarnation())
+	w, err := s.beginEvents(ctx, fmt.Sprintf("create connection %q", c.ID), events)
 	if err != nil {
 		return store.Connection{}, err
 	}
 	defer w.rollback()
 	row := w.QueryRowContext(ctx, `INSERT INTO connections (id, `+dataColumns+`,
-		version, lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', NULL, ?, ?, ?, ?)
+		version, lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
+		issued_at, incarnation)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', NULL, ?, ?, ?, ?, ?, ?)
 		RETURNING `+connectionColumns, args...)
 	out, err := scanConnection(row)
 	if err == nil {
@@ -194,19 +198,20 @@ func (s *Store) GetConnection(ctx context.Context, id string) (store.Connection,
 // UpdateConnection reads the row, calls update with no lock held, and
 // compare-and-swaps the result on the version it read; see
 // [store.UpdateWithCAS].
-func (s *Store) UpdateConnection(ctx context.Context, id string, update func(old store.Connection) (store.Connection, error)) (store.Connection, error) {
+func (s *Store) UpdateConnection(ctx context.Context, id string, update store.Updater) (store.Connection, error) {
 	return store.UpdateWithCAS(ctx, s, id, update)
 }
 
-// CompareAndSwap writes c's data if the stored version is c.Version and
-// returns the stored row. Lease fields and CreatedAt are never written here.
-func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection) (store.Connection, error) {
+// CompareAndSwap writes c's data, and queues events, if the stored row is
+// c.Incarnation at c.Version, and returns the stored row. Lease fields and
+// CreatedAt are never written here.
+func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection, events ...store.Event) (store.Connection, error) {
 	args, err := dataArgs(c)
 	if err != nil {
 		return store.Connection{}, err
 	}
-	args = append(args, s.now().UnixMicro(), c.Grant, micros(c.NextRefreshAt), c.ID, c.Version)
-	w, err := s.beginEvents(ctx, fmt.Sprintf("compare-and-swap connection %q", c.ID), c.Events)
+	args = append(args, s.now().UnixMicro(), c.Grant, micros(c.NextRefreshAt), micros(c.IssuedAt), c.ID, c.Incarnation, c.Version)
+	w, err := s.beginEvents(ctx, fmt.Sprintf("compare-and-swap connection %q", c.ID), events)
 	if err != nil {
 		return store.Connection{}, err
 	}
@@ -222,9 +227,10 @@ func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection) (store.C
 	if !errors.Is(err, sql.ErrNoRows) {
 		return store.Connection{}, s.fail(ctx, op, err)
 	}
-	// Nothing matched: the row is gone or its version moved on.
+	// Nothing matched: the row is gone, is another incarnation, or its
+	// version moved on.
 	var one int
-	err = s.r.QueryRowContext(ctx, `SELECT 1 FROM connections WHERE id = ?`, c.ID).Scan(&one)
+	err = s.r.QueryRowContext(ctx, `SELECT 1 FROM connections WHERE id = ? AND incarnation = ?`, c.ID, c.Incarnation).Scan(&one)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return store.Connection{}, notFound(c.ID)

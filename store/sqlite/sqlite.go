@@ -49,7 +49,7 @@ type Store struct {
 	closeErr  error
 }
 
-var _ store.Store = (*Store)(nil)
+var _ store.Backend = (*Store)(nil)
 
 const (
 	// busyTimeout is how long a statement waits for another process's

@@ -36,7 +36,7 @@ func openTemp(t testing.TB, now func() time.Time) (*Store, string) {
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func TestConformance(t *testing.T) {
-	storetest.RunTests(t, func(t *testing.T, now func() time.Time) store.Store {
+	storetest.RunTests(t, func(t *testing.T, now func() time.Time) store.Backend {
 		s, _ := openTemp(t, now)
 		return s
 	})
@@ -263,9 +263,9 @@ func TestTokenBytesRoundTrip(t *testing.T) {
 
 	rotated := make([]byte, 3000)
 	rand.Read(rotated)
-	got, err = s.UpdateConnection(ctx, "c1", func(old store.Connection) (store.Connection, error) {
+	got, err = s.UpdateConnection(ctx, "c1", func(old store.Connection) (store.Connection, []store.Event, error) {
 		old.RefreshToken = bytes.Clone(rotated)
-		return old, nil
+		return old, nil, nil
 	})
 	if err != nil {
 		t.Fatalf("UpdateConnection: %v", err)
@@ -411,13 +411,13 @@ func TestTwoStoresOneFile(t *testing.T) {
 		for range perStore {
 			wg.Go(func() {
 				for range 2 * perStore {
-					_, err := s.UpdateConnection(ctx, "c1", func(old store.Connection) (store.Connection, error) {
+					_, err := s.UpdateConnection(ctx, "c1", func(old store.Connection) (store.Connection, []store.Event, error) {
 						var m struct{ N int }
 						if err := json.Unmarshal(old.Metadata, &m); err != nil {
-							return old, err
+							return old, nil, err
 						}
 						old.Metadata, _ = json.Marshal(map[string]int{"n": m.N + 1})
-						return old, nil
+						return old, nil, nil
 					})
 					if errors.Is(err, store.ErrConflict) {
 						continue

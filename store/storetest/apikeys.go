@@ -32,7 +32,7 @@ func sameKey(got, want store.APIKey) bool {
 		sameTime(got.RevokedAt, want.RevokedAt)
 }
 
-func testAPIKeyCreateGet(t *testing.T, s store.Store, clk *Clock) {
+func testAPIKeyCreateGet(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	zone := time.FixedZone("UTC-07", -7*3600)
 	given := store.APIKey{
@@ -65,7 +65,7 @@ func testAPIKeyCreateGet(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testAPIKeyAlreadyExists(t *testing.T, s store.Store, clk *Clock) {
+func testAPIKeyAlreadyExists(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	first := store.APIKey{ID: "key-1", Name: "first", Scope: "admin", Hash: keyHash("fake-secret-1")}
 	if err := s.CreateAPIKey(ctx, first); err != nil {
@@ -88,7 +88,7 @@ func testAPIKeyAlreadyExists(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testAPIKeyInvalid(t *testing.T, s store.Store, clk *Clock) {
+func testAPIKeyInvalid(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	for _, tc := range []struct {
 		name string
@@ -107,7 +107,7 @@ func testAPIKeyInvalid(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testAPIKeyListRevokeCount(t *testing.T, s store.Store, clk *Clock) {
+func testAPIKeyListRevokeCount(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	if n, err := s.CountAPIKeys(ctx); err != nil || n != 0 {
 		t.Fatalf("CountAPIKeys on an empty store = %d, %v; want 0", n, err)

@@ -58,7 +58,7 @@ func readWhile(t *testing.T, s store.Store, id string, stop <-chan struct{}) (wa
 
 // testConcurrentUpdates: 50 writers each add one to a counter in Metadata
 // through UpdateConnection, retrying on ErrConflict. No increment may be lost.
-func testConcurrentUpdates(t *testing.T, s store.Store, clk *Clock) {
+func testConcurrentUpdates(t *testing.T, s store.Backend, clk *Clock) {
 	const workers = 50
 	c := minimalConnection("conn-counter")
 	c.Metadata = withCounter(0)
@@ -77,13 +77,13 @@ func testConcurrentUpdates(t *testing.T, s store.Store, clk *Clock) {
 			// Each conflict means another writer succeeded after this one
 			// read, so a writer can lose at most workers-1 times.
 			for attempt := 1; attempt <= workers; attempt++ {
-				_, err := s.UpdateConnection(t.Context(), c.ID, func(old store.Connection) (store.Connection, error) {
+				_, err := s.UpdateConnection(t.Context(), c.ID, func(old store.Connection) (store.Connection, []store.Event, error) {
 					n, err := counter(old.Metadata)
 					if err != nil {
-						return old, fmt.Errorf("metadata does not decode: %w", err)
+						return old, nil, fmt.Errorf("metadata does not decode: %w", err)
 					}
 					old.Metadata = withCounter(n + 1)
-					return old, nil
+					return old, nil, nil
 				})
 				switch {
 				case err == nil:
@@ -123,7 +123,7 @@ func testConcurrentUpdates(t *testing.T, s store.Store, clk *Clock) {
 
 // testConcurrentCompareAndSwap: 20 writers swap from the same snapshot;
 // exactly one may win.
-func testConcurrentCompareAndSwap(t *testing.T, s store.Store, clk *Clock) {
+func testConcurrentCompareAndSwap(t *testing.T, s store.Backend, clk *Clock) {
 	const workers = 20
 	snapshot := mustCreate(t, s, minimalConnection("conn-cas-race"))
 	results := make([]error, workers)
@@ -166,7 +166,7 @@ func testConcurrentCompareAndSwap(t *testing.T, s store.Store, clk *Clock) {
 
 // testConcurrentAcquireLease: 20 owners race for one free lease; exactly one
 // wins while it is live and everyone else sees who.
-func testConcurrentAcquireLease(t *testing.T, s store.Store, clk *Clock) {
+func testConcurrentAcquireLease(t *testing.T, s store.Backend, clk *Clock) {
 	const workers = 20
 	c := mustCreate(t, s, minimalConnection("conn-lease-race"))
 	type result struct {

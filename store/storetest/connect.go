@@ -22,15 +22,6 @@ var connectTests = []struct {
 	{"SessionExpiry", testConnectSessionExpiry},
 }
 
-func sessions(t *testing.T, s store.Store) store.ConnectSessions {
-	t.Helper()
-	cs, ok := s.(store.ConnectSessions)
-	if !ok {
-		t.Fatalf("%T does not implement store.ConnectSessions", s)
-	}
-	return cs
-}
-
 func stateHash(state string) []byte {
 	h := sha256.Sum256([]byte(state))
 	return h[:]
@@ -38,7 +29,7 @@ func stateHash(state string) []byte {
 
 // testGrantRoundTrip: the grant survives create, compare-and-swap and
 // update, and an update that does not mention it keeps it.
-func testGrantRoundTrip(t *testing.T, s store.Store, clk *Clock) {
+func testGrantRoundTrip(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	c := minimalConnection("cc-1")
 	c.Grant = store.GrantClientCredentials
@@ -57,9 +48,9 @@ func testGrantRoundTrip(t *testing.T, s store.Store, clk *Clock) {
 	if cas.Grant != store.GrantClientCredentials {
 		t.Errorf("after CompareAndSwap Grant = %q", cas.Grant)
 	}
-	upd, err := s.UpdateConnection(ctx, "cc-1", func(old store.Connection) (store.Connection, error) {
+	upd, err := s.UpdateConnection(ctx, "cc-1", func(old store.Connection) (store.Connection, []store.Event, error) {
 		old.Grant = ""
-		return old, nil
+		return old, nil, nil
 	})
 	if err != nil {
 		t.Fatalf("UpdateConnection: %v", err)
@@ -77,9 +68,9 @@ func testGrantRoundTrip(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testConnectSessionLifecycle(t *testing.T, s store.Store, clk *Clock) {
+func testConnectSessionLifecycle(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
-	cs := sessions(t, s)
+	cs := s
 	in := store.ConnectSession{
 		ID: "sess-1", ConnectionID: "conn-1", Provider: "acme",
 		RedirectURL: "https://app.example/done?x=1", Scopes: []string{"read", "write"},
@@ -157,9 +148,9 @@ func testConnectSessionLifecycle(t *testing.T, s store.Store, clk *Clock) {
 
 // testConnectSessionSingleUse: of many concurrent consumers of one state,
 // exactly one gets the session.
-func testConnectSessionSingleUse(t *testing.T, s store.Store, clk *Clock) {
+func testConnectSessionSingleUse(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
-	cs := sessions(t, s)
+	cs := s
 	if err := cs.CreateConnectSession(ctx, store.ConnectSession{ID: "race", ConnectionID: "c", Provider: "acme",
 		ExpiresAt: clk.Now().Add(time.Minute)}); err != nil {
 		t.Fatal(err)
@@ -195,9 +186,9 @@ func testConnectSessionSingleUse(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testConnectSessionExpiry(t *testing.T, s store.Store, clk *Clock) {
+func testConnectSessionExpiry(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
-	cs := sessions(t, s)
+	cs := s
 	for i, ttl := range []time.Duration{time.Minute, 10 * time.Minute} {
 		if err := cs.CreateConnectSession(ctx, store.ConnectSession{ID: []string{"short", "long"}[i], ConnectionID: "c",
 			Provider: "acme", ExpiresAt: clk.Now().Add(ttl)}); err != nil {

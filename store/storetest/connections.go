@@ -31,11 +31,12 @@ var connectionTests = []struct {
 	{"CompareAndSwap", testCompareAndSwap},
 	{"CompareAndSwapStale", testCompareAndSwapStale},
 	{"Delete", testDelete},
+	{"IncarnationPerLife", testIncarnationPerLife},
 	{"ExpiredAccessTokenKept", testExpiredAccessTokenKept},
 	{"Closed", testClosed},
 }
 
-func testCreateGetRoundTrip(t *testing.T, s store.Store, clk *Clock) {
+func testCreateGetRoundTrip(t *testing.T, s store.Backend, clk *Clock) {
 	want := fullConnection("conn-full", clk.Now())
 	created := mustCreate(t, s, want)
 	expectData(t, "CreateConnection result", created, want)
@@ -69,7 +70,7 @@ func testCreateGetRoundTrip(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testCreateGetEmptyFields(t *testing.T, s store.Store, clk *Clock) {
+func testCreateGetEmptyFields(t *testing.T, s store.Backend, clk *Clock) {
 	want := minimalConnection("conn-min")
 	mustCreate(t, s, want)
 	got := mustGet(t, s, want.ID)
@@ -97,9 +98,9 @@ func testCreateGetEmptyFields(t *testing.T, s store.Store, clk *Clock) {
 	}
 
 	// A Failure with only some fields set keeps exactly those.
-	_, err := s.UpdateConnection(t.Context(), want.ID, func(c store.Connection) (store.Connection, error) {
+	_, err := s.UpdateConnection(t.Context(), want.ID, func(c store.Connection) (store.Connection, []store.Event, error) {
 		c.Failure = &store.Failure{Code: "network", Attempts: 1, FirstAt: clk.Now()}
-		return c, nil
+		return c, nil, nil
 	})
 	if err != nil {
 		t.Fatalf("UpdateConnection: %v", err)
@@ -110,7 +111,7 @@ func testCreateGetEmptyFields(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testTokenBytesExact(t *testing.T, s store.Store, clk *Clock) {
+func testTokenBytesExact(t *testing.T, s store.Backend, clk *Clock) {
 	tests := []struct {
 		name            string
 		access, refresh []byte
@@ -143,18 +144,22 @@ func testTokenBytesExact(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testCreateIgnoresStoreOwnedFields(t *testing.T, s store.Store, clk *Clock) {
+func testCreateIgnoresStoreOwnedFields(t *testing.T, s store.Backend, clk *Clock) {
 	c := fullConnection("conn-owned", clk.Now())
 	c.Version = 99
 	c.LeaseOwner = "someone"
 	c.LeaseUntil = clk.Now().Add(time.Hour)
 	c.CreatedAt = clk.Now().Add(-48 * time.Hour)
 	c.UpdatedAt = clk.Now().Add(-24 * time.Hour)
+	c.Incarnation = "caller-chosen"
 	mustCreate(t, s, c)
 	got := mustGet(t, s, c.ID)
+	if got.Incarnation == "" || got.Incarnation == c.Incarnation {
+		t.Errorf("incarnation %q: the store must assign a new one", got.Incarnation)
+	}
 	now := clk.Now()
 	want := c
-	want.Version, want.LeaseOwner, want.LeaseUntil = 1, "", time.Time{}
+	want.Version, want.LeaseOwner, want.LeaseUntil, want.Incarnation = 1, "", time.Time{}, got.Incarnation
 	want.CreatedAt, want.UpdatedAt = now, now
 	expectSame(t, "GetConnection", got, want)
 
@@ -164,7 +169,7 @@ func testCreateIgnoresStoreOwnedFields(t *testing.T, s store.Store, clk *Clock) 
 	}
 }
 
-func testCreateAlreadyExists(t *testing.T, s store.Store, clk *Clock) {
+func testCreateAlreadyExists(t *testing.T, s store.Backend, clk *Clock) {
 	first := fullConnection("conn-dup", clk.Now())
 	mustCreate(t, s, first)
 	second := minimalConnection("conn-dup")
@@ -179,7 +184,7 @@ func testCreateAlreadyExists(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testCreateInvalid(t *testing.T, s store.Store, clk *Clock) {
+func testCreateInvalid(t *testing.T, s store.Backend, clk *Clock) {
 	tests := []struct {
 		name   string
 		modify func(*store.Connection)
@@ -208,7 +213,7 @@ func testCreateInvalid(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testNotFound(t *testing.T, s store.Store, clk *Clock) {
+func testNotFound(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	mustCreate(t, s, minimalConnection("conn-present"))
 	const id = "conn-absent"
@@ -221,9 +226,9 @@ func testNotFound(t *testing.T, s store.Store, clk *Clock) {
 	}{
 		{"GetConnection", func() error { _, err := s.GetConnection(ctx, id); return err }},
 		{"UpdateConnection", func() error {
-			_, err := s.UpdateConnection(ctx, id, func(c store.Connection) (store.Connection, error) {
+			_, err := s.UpdateConnection(ctx, id, func(c store.Connection) (store.Connection, []store.Event, error) {
 				called = true
-				return c, nil
+				return c, nil, nil
 			})
 			return err
 		}},
@@ -249,14 +254,14 @@ func testNotFound(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testUpdate(t *testing.T, s store.Store, clk *Clock) {
+func testUpdate(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	orig := mustCreate(t, s, fullConnection("conn-upd", clk.Now()))
 	clk.Advance(90 * time.Second)
 
 	var seen store.Connection
 	want := orig
-	updated, err := s.UpdateConnection(ctx, orig.ID, func(old store.Connection) (store.Connection, error) {
+	updated, err := s.UpdateConnection(ctx, orig.ID, func(old store.Connection) (store.Connection, []store.Event, error) {
 		seen = old
 		old.Status = store.StatusNeedsReauth
 		old.AccessToken = sealed("fake-access-2", 100)
@@ -272,7 +277,7 @@ func testUpdate(t *testing.T, s store.Store, clk *Clock) {
 		old.CreatedAt = time.Unix(0, 0)
 		old.UpdatedAt = time.Unix(0, 0)
 		want = old
-		return old, nil
+		return old, nil, nil
 	})
 	if err != nil {
 		t.Fatalf("UpdateConnection: %v", err)
@@ -287,9 +292,9 @@ func testUpdate(t *testing.T, s store.Store, clk *Clock) {
 	}
 
 	// Changing the id is not an update of this row.
-	_, err = s.UpdateConnection(ctx, orig.ID, func(old store.Connection) (store.Connection, error) {
+	_, err = s.UpdateConnection(ctx, orig.ID, func(old store.Connection) (store.Connection, []store.Event, error) {
 		old.ID = "conn-other"
-		return old, nil
+		return old, nil, nil
 	})
 	if !errors.Is(err, store.ErrIDChanged) {
 		t.Errorf("UpdateConnection that changed the id: %v, want ErrIDChanged", err)
@@ -302,21 +307,21 @@ func testUpdate(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testUpdateKeepsLease(t *testing.T, s store.Store, clk *Clock) {
+func testUpdateKeepsLease(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	mustCreate(t, s, fullConnection("conn-lease-upd", clk.Now()))
 	leased, err := s.AcquireLease(ctx, "conn-lease-upd", "owner-a", time.Minute)
 	if err != nil {
 		t.Fatalf("AcquireLease: %v", err)
 	}
-	updated, err := s.UpdateConnection(ctx, "conn-lease-upd", func(old store.Connection) (store.Connection, error) {
+	updated, err := s.UpdateConnection(ctx, "conn-lease-upd", func(old store.Connection) (store.Connection, []store.Event, error) {
 		if old.LeaseOwner != "owner-a" {
 			t.Errorf("update saw LeaseOwner %q, want owner-a", old.LeaseOwner)
 		}
 		old.LeaseOwner = "intruder"
 		old.LeaseUntil = clk.Now().Add(24 * time.Hour)
 		old.Scope = "changed"
-		return old, nil
+		return old, nil, nil
 	})
 	if err != nil {
 		t.Fatalf("UpdateConnection: %v", err)
@@ -331,13 +336,13 @@ func testUpdateKeepsLease(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testUpdateFuncError(t *testing.T, s store.Store, clk *Clock) {
+func testUpdateFuncError(t *testing.T, s store.Backend, clk *Clock) {
 	orig := mustCreate(t, s, fullConnection("conn-abort", clk.Now()))
 	clk.Advance(time.Second)
-	_, err := s.UpdateConnection(t.Context(), orig.ID, func(old store.Connection) (store.Connection, error) {
+	_, err := s.UpdateConnection(t.Context(), orig.ID, func(old store.Connection) (store.Connection, []store.Event, error) {
 		old.Scope = "must-not-be-written"
 		old.Status = store.StatusRevoked
-		return old, errBoom
+		return old, nil, errBoom
 	})
 	if !errors.Is(err, errBoom) {
 		t.Fatalf("err = %v, want the update func's error", err)
@@ -345,7 +350,7 @@ func testUpdateFuncError(t *testing.T, s store.Store, clk *Clock) {
 	expectSame(t, "GetConnection after aborted update", mustGet(t, s, orig.ID), orig)
 }
 
-func testUpdateInvalid(t *testing.T, s store.Store, clk *Clock) {
+func testUpdateInvalid(t *testing.T, s store.Backend, clk *Clock) {
 	orig := mustCreate(t, s, fullConnection("conn-upd-invalid", clk.Now()))
 	tests := []struct {
 		name   string
@@ -357,9 +362,9 @@ func testUpdateInvalid(t *testing.T, s store.Store, clk *Clock) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := s.UpdateConnection(t.Context(), orig.ID, func(c store.Connection) (store.Connection, error) {
+			_, err := s.UpdateConnection(t.Context(), orig.ID, func(c store.Connection) (store.Connection, []store.Event, error) {
 				tc.modify(&c)
-				return c, nil
+				return c, nil, nil
 			})
 			if err == nil {
 				t.Error("UpdateConnection succeeded, want an error")
@@ -376,23 +381,23 @@ func testUpdateInvalid(t *testing.T, s store.Store, clk *Clock) {
 
 // testUpdateStale provokes the lost race deterministically: another write
 // lands between UpdateConnection's read and its write.
-func testUpdateStale(t *testing.T, s store.Store, clk *Clock) {
+func testUpdateStale(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	orig := mustCreate(t, s, fullConnection("conn-stale-upd", clk.Now()))
 	var inner store.Connection
 	calls := 0
-	_, err := s.UpdateConnection(ctx, orig.ID, func(old store.Connection) (store.Connection, error) {
+	_, err := s.UpdateConnection(ctx, orig.ID, func(old store.Connection) (store.Connection, []store.Event, error) {
 		calls++
 		var err error
-		inner, err = s.UpdateConnection(ctx, orig.ID, func(c store.Connection) (store.Connection, error) {
+		inner, err = s.UpdateConnection(ctx, orig.ID, func(c store.Connection) (store.Connection, []store.Event, error) {
 			c.Scope = "inner"
-			return c, nil
+			return c, nil, nil
 		})
 		if err != nil {
 			t.Errorf("inner UpdateConnection: %v", err)
 		}
 		old.Scope = "outer-stale"
-		return old, nil
+		return old, nil, nil
 	})
 	if !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("outer UpdateConnection err = %v, want ErrConflict", err)
@@ -407,15 +412,15 @@ func testUpdateStale(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testUpdateRowDeleted(t *testing.T, s store.Store, clk *Clock) {
+func testUpdateRowDeleted(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	orig := mustCreate(t, s, minimalConnection("conn-gone"))
-	_, err := s.UpdateConnection(ctx, orig.ID, func(old store.Connection) (store.Connection, error) {
+	_, err := s.UpdateConnection(ctx, orig.ID, func(old store.Connection) (store.Connection, []store.Event, error) {
 		if err := s.DeleteConnection(ctx, orig.ID); err != nil {
 			t.Errorf("DeleteConnection inside update: %v", err)
 		}
 		old.Scope = "too late"
-		return old, nil
+		return old, nil, nil
 	})
 	if !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("UpdateConnection err = %v, want ErrNotFound", err)
@@ -425,7 +430,7 @@ func testUpdateRowDeleted(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testCompareAndSwap(t *testing.T, s store.Store, clk *Clock) {
+func testCompareAndSwap(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	orig := mustCreate(t, s, fullConnection("conn-cas", clk.Now()))
 	leased, err := s.AcquireLease(ctx, orig.ID, "owner-a", time.Minute)
@@ -476,7 +481,7 @@ func testCompareAndSwap(t *testing.T, s store.Store, clk *Clock) {
 
 // testCompareAndSwapStale is the stale write of the design: a refresh that
 // started from version N cannot overwrite N+1.
-func testCompareAndSwapStale(t *testing.T, s store.Store, clk *Clock) {
+func testCompareAndSwapStale(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	snapshot := mustCreate(t, s, fullConnection("conn-cas-stale", clk.Now()))
 
@@ -503,7 +508,7 @@ func testCompareAndSwapStale(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testDelete(t *testing.T, s store.Store, clk *Clock) {
+func testDelete(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	mustCreate(t, s, fullConnection("conn-del", clk.Now()))
 	mustCreate(t, s, minimalConnection("conn-keep"))
@@ -530,7 +535,7 @@ func testDelete(t *testing.T, s store.Store, clk *Clock) {
 
 // testExpiredAccessTokenKept guards against the refresh-token loss of the
 // design: access and refresh tokens have independent lifetimes.
-func testExpiredAccessTokenKept(t *testing.T, s store.Store, clk *Clock) {
+func testExpiredAccessTokenKept(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	c := fullConnection("conn-expired", clk.Now())
 	c.ExpiresAt = clk.Now().Add(-time.Hour)
@@ -557,12 +562,12 @@ func testExpiredAccessTokenKept(t *testing.T, s store.Store, clk *Clock) {
 	if _, err := s.AcquireLease(ctx, c.ID, "refresher", time.Minute); err != nil {
 		t.Errorf("AcquireLease on expired connection: %v", err)
 	}
-	if _, err := s.UpdateConnection(ctx, c.ID, func(old store.Connection) (store.Connection, error) { return old, nil }); err != nil {
+	if _, err := s.UpdateConnection(ctx, c.ID, func(old store.Connection) (store.Connection, []store.Event, error) { return old, nil, nil }); err != nil {
 		t.Errorf("UpdateConnection on expired connection: %v", err)
 	}
 }
 
-func testClosed(t *testing.T, s store.Store, clk *Clock) {
+func testClosed(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	mustCreate(t, s, minimalConnection("conn-closed"))
 	if err := s.Ping(ctx); err != nil {
@@ -579,7 +584,7 @@ func testClosed(t *testing.T, s store.Store, clk *Clock) {
 		{"GetConnection", func() error { _, err := s.GetConnection(ctx, "conn-closed"); return err }},
 		{"CreateConnection", func() error { _, err := s.CreateConnection(ctx, minimalConnection("conn-new")); return err }},
 		{"UpdateConnection", func() error {
-			_, err := s.UpdateConnection(ctx, "conn-closed", func(c store.Connection) (store.Connection, error) { return c, nil })
+			_, err := s.UpdateConnection(ctx, "conn-closed", func(c store.Connection) (store.Connection, []store.Event, error) { return c, nil, nil })
 			return err
 		}},
 		{"ListConnections", func() error { _, err := s.ListConnections(ctx, store.ListOptions{}); return err }},
@@ -592,5 +597,49 @@ func testClosed(t *testing.T, s store.Store, clk *Clock) {
 				t.Errorf("err = %v, want ErrUnavailable", err)
 			}
 		})
+	}
+}
+
+// testIncarnationPerLife: every create starts a new incarnation, and a write
+// prepared against one life of an id never lands in the next, even at the
+// same version (a delete and a re-create restart the version at 1).
+func testIncarnationPerLife(t *testing.T, s store.Backend, clk *Clock) {
+	ctx := t.Context()
+	first := mustCreate(t, s, minimalConnection("conn-life"))
+	if first.Incarnation == "" {
+		t.Fatal("created connection has no incarnation")
+	}
+	first.Incarnation = "caller-chosen"
+	if got := mustGet(t, s, first.ID); got.Incarnation == "caller-chosen" || got.Incarnation == "" {
+		t.Fatalf("stored incarnation %q: the store must assign it", got.Incarnation)
+	}
+	first = mustGet(t, s, first.ID)
+	if err := s.DeleteConnection(ctx, first.ID); err != nil {
+		t.Fatalf("DeleteConnection: %v", err)
+	}
+	second := mustCreate(t, s, minimalConnection("conn-life"))
+	if second.Incarnation == first.Incarnation {
+		t.Fatalf("re-created connection kept incarnation %q", first.Incarnation)
+	}
+	if second.Version != first.Version {
+		t.Fatalf("versions %d and %d: the test needs both lives at one version", first.Version, second.Version)
+	}
+	stale := first
+	stale.Scope = "from the deleted life"
+	if _, err := s.CompareAndSwap(ctx, stale); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("CompareAndSwap with the deleted life's incarnation: %v, want ErrNotFound", err)
+	}
+	if got := mustGet(t, s, second.ID); got.Scope != "" || got.Incarnation != second.Incarnation {
+		t.Fatalf("the new life was written by the old one's CompareAndSwap (scope %q)", got.Scope)
+	}
+	// UpdateConnection carries the incarnation it read, whatever the
+	// updater sets.
+	upd, err := s.UpdateConnection(ctx, second.ID, func(old store.Connection) (store.Connection, []store.Event, error) {
+		old.Incarnation = first.Incarnation
+		old.Scope = "updated"
+		return old, nil, nil
+	})
+	if err != nil || upd.Incarnation != second.Incarnation || upd.Scope != "updated" {
+		t.Fatalf("UpdateConnection = incarnation %q scope %q, %v; want the row's own incarnation", upd.Incarnation, upd.Scope, err)
 	}
 }

@@ -18,21 +18,12 @@ func group(provider, status string) store.ConnectionGroup {
 	return store.ConnectionGroup{Provider: provider, Status: status}
 }
 
-func counterOf(t *testing.T, s store.Store) store.ConnectionCounter {
-	t.Helper()
-	cc, ok := s.(store.ConnectionCounter)
-	if !ok {
-		t.Fatalf("%T does not implement store.ConnectionCounter", s)
-	}
-	return cc
-}
-
 // testCountConnections: counts are grouped by provider and status, an
 // active connection with a failure counts as failing and not as active, and
 // the counts follow updates and deletes.
-func testCountConnections(t *testing.T, s store.Store, clk *Clock) {
+func testCountConnections(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
-	cc := counterOf(t, s)
+	cc := s
 	got, err := cc.CountConnections(ctx)
 	if err != nil {
 		t.Fatalf("CountConnections on an empty store: %v", err)
@@ -75,9 +66,9 @@ func testCountConnections(t *testing.T, s store.Store, clk *Clock) {
 	})
 
 	// The failing one recovers; one healthy one is deleted.
-	if _, err := s.UpdateConnection(ctx, "a-3", func(old store.Connection) (store.Connection, error) {
+	if _, err := s.UpdateConnection(ctx, "a-3", func(old store.Connection) (store.Connection, []store.Event, error) {
 		old.Failure = nil
-		return old, nil
+		return old, nil, nil
 	}); err != nil {
 		t.Fatalf("UpdateConnection: %v", err)
 	}

@@ -30,7 +30,7 @@ func expectLease(t *testing.T, what string, c store.Connection, owner string, un
 	}
 }
 
-func testLeaseAcquireFree(t *testing.T, s store.Store, clk *Clock) {
+func testLeaseAcquireFree(t *testing.T, s store.Backend, clk *Clock) {
 	orig := mustCreate(t, s, fullConnection("conn-lease", clk.Now()))
 	clk.Advance(time.Second)
 	got, err := s.AcquireLease(t.Context(), orig.ID, "owner-a", ttl)
@@ -45,7 +45,7 @@ func testLeaseAcquireFree(t *testing.T, s store.Store, clk *Clock) {
 	expectSame(t, "GetConnection after AcquireLease", mustGet(t, s, orig.ID), want)
 }
 
-func testLeaseHeldByOther(t *testing.T, s store.Store, clk *Clock) {
+func testLeaseHeldByOther(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	mustCreate(t, s, minimalConnection("conn-held"))
 	held, err := s.AcquireLease(ctx, "conn-held", "owner-a", ttl)
@@ -65,7 +65,7 @@ func testLeaseHeldByOther(t *testing.T, s store.Store, clk *Clock) {
 	expectLease(t, "stored row", mustGet(t, s, "conn-held"), "owner-a", until)
 }
 
-func testLeaseSameOwnerExtends(t *testing.T, s store.Store, clk *Clock) {
+func testLeaseSameOwnerExtends(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	mustCreate(t, s, minimalConnection("conn-extend"))
 	if _, err := s.AcquireLease(ctx, "conn-extend", "owner-a", ttl); err != nil {
@@ -92,7 +92,7 @@ func testLeaseSameOwnerExtends(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testLeaseExpired(t *testing.T, s store.Store, clk *Clock) {
+func testLeaseExpired(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	mustCreate(t, s, minimalConnection("conn-expire"))
 	if _, err := s.AcquireLease(ctx, "conn-expire", "owner-a", ttl); err != nil {
@@ -116,7 +116,7 @@ func testLeaseExpired(t *testing.T, s store.Store, clk *Clock) {
 	expectLease(t, "row returned to the former holder", got, "owner-b", until)
 }
 
-func testLeaseRelease(t *testing.T, s store.Store, clk *Clock) {
+func testLeaseRelease(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	orig := mustCreate(t, s, minimalConnection("conn-release"))
 	if _, err := s.AcquireLease(ctx, orig.ID, "owner-a", ttl); err != nil {
@@ -158,7 +158,7 @@ func testLeaseRelease(t *testing.T, s store.Store, clk *Clock) {
 	expectLease(t, "after release by former holder", mustGet(t, s, orig.ID), "owner-c", clk.Now().Add(ttl))
 }
 
-func testLeaseInvalid(t *testing.T, s store.Store, clk *Clock) {
+func testLeaseInvalid(t *testing.T, s store.Backend, clk *Clock) {
 	mustCreate(t, s, minimalConnection("conn-lease-invalid"))
 	for _, tc := range []struct {
 		name  string
@@ -179,7 +179,7 @@ func testLeaseInvalid(t *testing.T, s store.Store, clk *Clock) {
 // testLeaseRefreshFlow is the broker's refresh: read, lease, renew the lease
 // while the provider call runs, then compare-and-swap on the version read
 // before the lease. Lease writes must not make that swap conflict.
-func testLeaseRefreshFlow(t *testing.T, s store.Store, clk *Clock) {
+func testLeaseRefreshFlow(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	mustCreate(t, s, fullConnection("conn-flow", clk.Now()))
 	read := mustGet(t, s, "conn-flow")

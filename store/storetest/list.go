@@ -76,7 +76,7 @@ func listAll(t *testing.T, s store.Store, opts store.ListOptions, total int) []s
 	return all
 }
 
-func testListEmpty(t *testing.T, s store.Store, clk *Clock) {
+func testListEmpty(t *testing.T, s store.Backend, clk *Clock) {
 	page, err := s.ListConnections(t.Context(), store.ListOptions{})
 	if err != nil {
 		t.Fatalf("ListConnections: %v", err)
@@ -86,7 +86,7 @@ func testListEmpty(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testListOrderAndFields(t *testing.T, s store.Store, clk *Clock) {
+func testListOrderAndFields(t *testing.T, s store.Backend, clk *Clock) {
 	// Byte order differs from locale order for several of these: "B" < "a",
 	// "Z9" < "a", "a-b" < "a.b" < "a_b", and "ä" sorts last.
 	in := []string{"b", "ä", "a_b", "B", "10", "a", "a.b", "Z9", "9", "a-b", "z"}
@@ -115,7 +115,7 @@ func testListOrderAndFields(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testListFilters(t *testing.T, s store.Store, clk *Clock) {
+func testListFilters(t *testing.T, s store.Backend, clk *Clock) {
 	rows := []struct {
 		id       string
 		provider string
@@ -165,7 +165,7 @@ func testListFilters(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testListPagination(t *testing.T, s store.Store, clk *Clock) {
+func testListPagination(t *testing.T, s store.Backend, clk *Clock) {
 	var acme []string
 	for i := range 12 {
 		c := minimalConnection(fmt.Sprintf("conn-%02d", (i*5)%12)) // scrambled insert order
@@ -200,7 +200,7 @@ func testListPagination(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testListAfterMissingID(t *testing.T, s store.Store, clk *Clock) {
+func testListAfterMissingID(t *testing.T, s store.Backend, clk *Clock) {
 	for _, id := range []string{"a", "b", "d", "e"} {
 		mustCreate(t, s, minimalConnection(id))
 	}
@@ -224,7 +224,7 @@ func testListAfterMissingID(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testListLimits(t *testing.T, s store.Store, clk *Clock) {
+func testListLimits(t *testing.T, s store.Backend, clk *Clock) {
 	total := store.MaxListLimit + 1
 	for i := range total {
 		mustCreate(t, s, minimalConnection(fmt.Sprintf("conn-%05d", i)))
@@ -252,7 +252,7 @@ func testListLimits(t *testing.T, s store.Store, clk *Clock) {
 	listAll(t, s, store.ListOptions{Limit: store.MaxListLimit}, total)
 }
 
-func testListInvalid(t *testing.T, s store.Store, clk *Clock) {
+func testListInvalid(t *testing.T, s store.Backend, clk *Clock) {
 	mustCreate(t, s, minimalConnection("conn-1"))
 	for _, opts := range []store.ListOptions{
 		{Limit: -1},

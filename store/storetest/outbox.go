@@ -22,15 +22,6 @@ var outboxTests = []struct {
 	{"ConnectionEventsAndPrune", testConnectionEventsAndPrune},
 }
 
-func outbox(t *testing.T, s store.Store) store.Outbox {
-	t.Helper()
-	o, ok := s.(store.Outbox)
-	if !ok {
-		t.Fatalf("%T does not implement store.Outbox", s)
-	}
-	return o
-}
-
 func outboxEvent(typ, id string, at time.Time) store.Event {
 	return store.Event{Type: typ, ConnectionID: id, Provider: "acme", At: at}
 }
@@ -63,20 +54,18 @@ func mustConnectionEvents(t *testing.T, o store.Outbox, id string) []store.Event
 
 // testEventsQueuedWithWrites: each kind of write queues the events it
 // carries, with ids assigned when empty and kept when given.
-func testEventsQueuedWithWrites(t *testing.T, s store.Store, clk *Clock) {
-	o := outbox(t, s)
+func testEventsQueuedWithWrites(t *testing.T, s store.Backend, clk *Clock) {
+	o := s
 	ctx := t.Context()
 	c := minimalConnection("conn-ev")
 	created := outboxEvent("connection.created", c.ID, time.Time{}) // At set by the store
-	c.Events = []store.Event{created}
-	c = mustCreate(t, s, c)
+	c = mustCreate(t, s, c, []store.Event{created}...)
 
 	clk.Advance(time.Second)
 	c.Status = store.StatusNeedsReauth
 	failed := outboxEvent("connection.reauth_required", c.ID, clk.Now())
 	failed.Code = "invalid_grant"
-	c.Events = []store.Event{failed}
-	c, err := s.CompareAndSwap(ctx, c)
+	c, err := s.CompareAndSwap(ctx, c, []store.Event{failed}...)
 	if err != nil {
 		t.Fatalf("CompareAndSwap: %v", err)
 	}
@@ -84,10 +73,9 @@ func testEventsQueuedWithWrites(t *testing.T, s store.Store, clk *Clock) {
 	clk.Advance(time.Second)
 	recovered := outboxEvent("connection.recovered", c.ID, clk.Now())
 	recovered.ID = "evt_given_by_caller"
-	if _, err := s.UpdateConnection(ctx, c.ID, func(old store.Connection) (store.Connection, error) {
+	if _, err := s.UpdateConnection(ctx, c.ID, func(old store.Connection) (store.Connection, []store.Event, error) {
 		old.Status = store.StatusActive
-		old.Events = []store.Event{recovered}
-		return old, nil
+		return old, []store.Event{recovered}, nil
 	}); err != nil {
 		t.Fatalf("UpdateConnection: %v", err)
 	}
@@ -140,27 +128,24 @@ func testEventsQueuedWithWrites(t *testing.T, s store.Store, clk *Clock) {
 
 // testFailedWritesQueueNothing: a write that does not happen queues none of
 // its events.
-func testFailedWritesQueueNothing(t *testing.T, s store.Store, clk *Clock) {
-	o := outbox(t, s)
+func testFailedWritesQueueNothing(t *testing.T, s store.Backend, clk *Clock) {
+	o := s
 	ctx := t.Context()
 	c := mustCreate(t, s, minimalConnection("conn-fail"))
 
 	stale := c
 	stale.Version = c.Version + 7
-	stale.Events = []store.Event{outboxEvent("connection.refresh_failed", c.ID, clk.Now())}
-	if _, err := s.CompareAndSwap(ctx, stale); !errors.Is(err, store.ErrConflict) {
+	if _, err := s.CompareAndSwap(ctx, stale, []store.Event{outboxEvent("connection.refresh_failed", c.ID, clk.Now())}...); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("CompareAndSwap at a stale version: %v, want ErrConflict", err)
 	}
 	abort := errors.New("changed my mind")
-	if _, err := s.UpdateConnection(ctx, c.ID, func(old store.Connection) (store.Connection, error) {
-		old.Events = []store.Event{outboxEvent("connection.refresh_failed", c.ID, clk.Now())}
-		return old, abort
+	if _, err := s.UpdateConnection(ctx, c.ID, func(old store.Connection) (store.Connection, []store.Event, error) {
+		return old, []store.Event{outboxEvent("connection.refresh_failed", c.ID, clk.Now())}, abort
 	}); !errors.Is(err, abort) {
 		t.Fatalf("UpdateConnection with a failing update: %v, want its error", err)
 	}
 	dup := minimalConnection(c.ID)
-	dup.Events = []store.Event{outboxEvent("connection.created", c.ID, clk.Now())}
-	if _, err := s.CreateConnection(ctx, dup); !errors.Is(err, store.ErrAlreadyExists) {
+	if _, err := s.CreateConnection(ctx, dup, []store.Event{outboxEvent("connection.created", c.ID, clk.Now())}...); !errors.Is(err, store.ErrAlreadyExists) {
 		t.Fatalf("CreateConnection of a taken id: %v, want ErrAlreadyExists", err)
 	}
 	if err := s.DeleteConnection(ctx, "conn-missing", outboxEvent("connection.deleted", "conn-missing", clk.Now())); !errors.Is(err, store.ErrNotFound) {
@@ -168,8 +153,7 @@ func testFailedWritesQueueNothing(t *testing.T, s store.Store, clk *Clock) {
 	}
 	gone := minimalConnection("conn-gone")
 	gone.Version = 1
-	gone.Events = []store.Event{outboxEvent("connection.recovered", gone.ID, clk.Now())}
-	if _, err := s.CompareAndSwap(ctx, gone); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CompareAndSwap(ctx, gone, []store.Event{outboxEvent("connection.recovered", gone.ID, clk.Now())}...); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("CompareAndSwap of a missing id: %v, want ErrNotFound", err)
 	}
 
@@ -193,12 +177,11 @@ func testFailedWritesQueueNothing(t *testing.T, s store.Store, clk *Clock) {
 // testClaimAckRetry: a claim hides a delivery until it lapses, acks and
 // abandons end it, a retry makes it due at the given time, and only the
 // current claimer may retry or abandon.
-func testClaimAckRetry(t *testing.T, s store.Store, clk *Clock) {
-	o := outbox(t, s)
+func testClaimAckRetry(t *testing.T, s store.Backend, clk *Clock) {
+	o := s
 	ctx := t.Context()
 	c := minimalConnection("conn-claim")
-	c.Events = []store.Event{outboxEvent("connection.created", c.ID, clk.Now())}
-	mustCreate(t, s, c)
+	mustCreate(t, s, c, []store.Event{outboxEvent("connection.created", c.ID, clk.Now())}...)
 	hooks := []string{"hook"}
 
 	first := mustClaim(t, o, "owner-a", hooks, clk.Now(), 10)
@@ -252,9 +235,8 @@ func testClaimAckRetry(t *testing.T, s store.Store, clk *Clock) {
 	}
 
 	// Abandoning ends a delivery too.
-	if _, err := s.UpdateConnection(ctx, c.ID, func(old store.Connection) (store.Connection, error) {
-		old.Events = []store.Event{outboxEvent("connection.refresh_failed", c.ID, clk.Now())}
-		return old, nil
+	if _, err := s.UpdateConnection(ctx, c.ID, func(old store.Connection) (store.Connection, []store.Event, error) {
+		return old, []store.Event{outboxEvent("connection.refresh_failed", c.ID, clk.Now())}, nil
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -292,12 +274,11 @@ func testClaimAckRetry(t *testing.T, s store.Store, clk *Clock) {
 // testFanOut: an event becomes one delivery per endpoint named when it is
 // first claimed; a claim names the endpoints it takes deliveries for; an
 // endpoint named only later does not get events fanned out before.
-func testFanOut(t *testing.T, s store.Store, clk *Clock) {
-	o := outbox(t, s)
+func testFanOut(t *testing.T, s store.Backend, clk *Clock) {
+	o := s
 	ctx := t.Context()
 	c := minimalConnection("conn-fan")
-	c.Events = []store.Event{outboxEvent("connection.created", c.ID, clk.Now())}
-	mustCreate(t, s, c)
+	mustCreate(t, s, c, []store.Event{outboxEvent("connection.created", c.ID, clk.Now())}...)
 
 	onlyA := mustClaim(t, o, "owner-a", []string{"a", "b"}, clk.Now(), 1)
 	if len(onlyA) != 1 {
@@ -325,7 +306,7 @@ func testFanOut(t *testing.T, s store.Store, clk *Clock) {
 // testConcurrentOutboxClaimers: claimers racing over the same outbox never
 // get the same delivery while its claim lives, and between them get all of
 // them.
-func testConcurrentOutboxClaimers(t *testing.T, s store.Store, clk *Clock) {
+func testConcurrentOutboxClaimers(t *testing.T, s store.Backend, clk *Clock) {
 	OutboxClaimRace(t, clk.Now(), s)
 }
 
@@ -334,13 +315,12 @@ func testConcurrentOutboxClaimers(t *testing.T, s store.Store, clk *Clock) {
 // race to claim them: no delivery may be claimed twice while its claim
 // lives, and between them they must claim every one. The stores must start
 // with an empty outbox.
-func OutboxClaimRace(t *testing.T, now time.Time, stores ...store.Store) {
+func OutboxClaimRace(t *testing.T, now time.Time, stores ...store.Backend) {
 	t.Helper()
 	const events = 60
 	for i := range events {
 		c := minimalConnection(fmt.Sprintf("conn-%02d", i))
-		c.Events = []store.Event{outboxEvent("connection.created", c.ID, now)}
-		mustCreate(t, stores[0], c)
+		mustCreate(t, stores[0], c, []store.Event{outboxEvent("connection.created", c.ID, now)}...)
 	}
 	var (
 		mu     sync.Mutex
@@ -352,7 +332,7 @@ func OutboxClaimRace(t *testing.T, now time.Time, stores ...store.Store) {
 	begin := make(chan struct{})
 	for w := range 6 {
 		owner := fmt.Sprintf("claimer-%d", w)
-		o := outbox(t, stores[w%len(stores)])
+		o := stores[w%len(stores)]
 		wg.Go(func() {
 			<-begin
 			for {
@@ -390,23 +370,20 @@ func OutboxClaimRace(t *testing.T, now time.Time, stores ...store.Store) {
 
 // testConnectionEventsAndPrune: history is per connection, newest first and
 // limited; pruning deletes old events with their deliveries.
-func testConnectionEventsAndPrune(t *testing.T, s store.Store, clk *Clock) {
-	o := outbox(t, s)
+func testConnectionEventsAndPrune(t *testing.T, s store.Backend, clk *Clock) {
+	o := s
 	ctx := t.Context()
 	c := minimalConnection("conn-hist")
-	c.Events = []store.Event{outboxEvent("connection.created", c.ID, clk.Now())}
-	c = mustCreate(t, s, c)
+	c = mustCreate(t, s, c, []store.Event{outboxEvent("connection.created", c.ID, clk.Now())}...)
 	other := minimalConnection("conn-other")
-	other.Events = []store.Event{outboxEvent("connection.created", other.ID, clk.Now())}
-	mustCreate(t, s, other)
+	mustCreate(t, s, other, []store.Event{outboxEvent("connection.created", other.ID, clk.Now())}...)
 	for i := range 5 {
 		clk.Advance(24 * time.Hour)
 		var err error
-		c, err = s.UpdateConnection(ctx, c.ID, func(old store.Connection) (store.Connection, error) {
+		c, err = s.UpdateConnection(ctx, c.ID, func(old store.Connection) (store.Connection, []store.Event, error) {
 			e := outboxEvent("connection.refresh_failed", c.ID, clk.Now())
 			e.Code = fmt.Sprintf("http_50%d", i)
-			old.Events = []store.Event{e}
-			return old, nil
+			return old, []store.Event{e}, nil
 		})
 		if err != nil {
 			t.Fatal(err)

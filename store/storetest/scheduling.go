@@ -21,15 +21,6 @@ var schedulingTests = []struct {
 	{"OldestDue", testOldestDue},
 }
 
-func schedulingOf(t *testing.T, s store.Store) store.Scheduling {
-	t.Helper()
-	sc, ok := s.(store.Scheduling)
-	if !ok {
-		t.Fatalf("%T does not implement store.Scheduling", s)
-	}
-	return sc
-}
-
 // dueConnection is an active connection due at next (zero: never).
 func dueConnection(id string, next time.Time) store.Connection {
 	c := minimalConnection(id)
@@ -61,9 +52,9 @@ func sameIDs(got []store.Claim, want ...string) bool {
 // testClaimDue: only active connections due by now are claimed, oldest
 // first, with their provider and due time; a claim hides them from every
 // owner until it lapses.
-func testClaimDue(t *testing.T, s store.Store, clk *Clock) {
+func testClaimDue(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
-	sc := schedulingOf(t, s)
+	sc := s
 	now := clk.Now()
 	mustCreate(t, s, dueConnection("late-2m", now.Add(-2*time.Minute)))
 	mustCreate(t, s, dueConnection("late-1m", now.Add(-time.Minute)))
@@ -99,9 +90,9 @@ func testClaimDue(t *testing.T, s store.Store, clk *Clock) {
 
 // testClaimDueLimit: limit caps a claim and the oldest go first, so a
 // backlog drains in due order.
-func testClaimDueLimit(t *testing.T, s store.Store, clk *Clock) {
+func testClaimDueLimit(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
-	sc := schedulingOf(t, s)
+	sc := s
 	now := clk.Now()
 	for i, id := range []string{"c", "a", "d", "b"} {
 		mustCreate(t, s, dueConnection(id, now.Add(-time.Duration([]int{3, 1, 4, 2}[i])*time.Minute)))
@@ -125,9 +116,9 @@ func testClaimDueLimit(t *testing.T, s store.Store, clk *Clock) {
 // testClaimFollowsWrites: claiming neither bumps the version nor touches
 // the lease, so a refresh that read the row before the claim still saves;
 // the connection's next due time is the broker's to move.
-func testClaimFollowsWrites(t *testing.T, s store.Store, clk *Clock) {
+func testClaimFollowsWrites(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
-	sc := schedulingOf(t, s)
+	sc := s
 	now := clk.Now()
 	before := mustCreate(t, s, dueConnection("c1", now.Add(-time.Minute)))
 	if _, err := s.AcquireLease(ctx, "c1", "broker-1", time.Minute); err != nil {
@@ -169,8 +160,8 @@ func testClaimFollowsWrites(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testClaimDueInvalid(t *testing.T, s store.Store, clk *Clock) {
-	sc := schedulingOf(t, s)
+func testClaimDueInvalid(t *testing.T, s store.Backend, clk *Clock) {
+	sc := s
 	mustCreate(t, s, dueConnection("c1", clk.Now().Add(-time.Minute)))
 	for _, tc := range []struct {
 		name  string
@@ -196,9 +187,9 @@ func testClaimDueInvalid(t *testing.T, s store.Store, clk *Clock) {
 
 // testConcurrentClaimers: two schedulers claiming the same backlog at the
 // same time split it; no id is handed to both.
-func testConcurrentClaimers(t *testing.T, s store.Store, clk *Clock) {
+func testConcurrentClaimers(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
-	sc := schedulingOf(t, s)
+	sc := s
 	now := clk.Now()
 	const n = 120
 	for i := range n {
@@ -246,9 +237,9 @@ func testConcurrentClaimers(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testOldestDue(t *testing.T, s store.Store, clk *Clock) {
+func testOldestDue(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
-	sc := schedulingOf(t, s)
+	sc := s
 	now := clk.Now()
 	if _, ok, err := sc.OldestDue(ctx, now); err != nil || ok {
 		t.Fatalf("OldestDue of an empty store = ok %v, %v; want none", ok, err)

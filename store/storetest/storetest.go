@@ -14,7 +14,7 @@ import (
 // NewStore returns a new, empty store that takes every time it records or
 // compares from now. The suite closes the store when the test ends and may
 // close it earlier, so Close must tolerate a second call.
-type NewStore func(t *testing.T, now func() time.Time) store.Store
+type NewStore func(t *testing.T, now func() time.Time) store.Backend
 
 // Clock is the settable clock the suite hands to backends.
 type Clock = fakeclock.Clock
@@ -26,7 +26,7 @@ func NewClock(start time.Time) *Clock { return fakeclock.New(start) }
 // exercised by every store-set timestamp.
 var start = time.Date(2031, time.March, 4, 5, 6, 7, 891234567, time.UTC)
 
-type testFunc func(t *testing.T, s store.Store, clk *Clock)
+type testFunc func(t *testing.T, s store.Backend, clk *Clock)
 
 // RunTests runs the conformance suite against the stores newStore returns,
 // one fresh store per subtest. Subtests run one after another, so a backend
@@ -96,6 +96,7 @@ func fullConnection(id string, now time.Time) store.Connection {
 		LastRefreshAt:        at(-time.Minute + 7),
 		LastUsedAt:           at(-time.Second + 11),
 		NextRefreshAt:        at(50*time.Minute + 19),
+		IssuedAt:             at(-time.Minute + 23),
 		Failure: &store.Failure{
 			Code:          "http_503",
 			Message:       "upstream said: try later (fake)",
@@ -175,6 +176,7 @@ func dataDiff(got, want store.Connection) []string {
 	check(sameTime(got.LastRefreshAt, want.LastRefreshAt), "LastRefreshAt")
 	check(sameTime(got.LastUsedAt, want.LastUsedAt), "LastUsedAt")
 	check(sameTime(got.NextRefreshAt, want.NextRefreshAt), "NextRefreshAt")
+	check(sameTime(got.IssuedAt, want.IssuedAt), "IssuedAt")
 	check(sameFailure(got.Failure, want.Failure), "Failure")
 	check(sameJSON(got.Metadata, want.Metadata), "Metadata")
 	return d
@@ -189,6 +191,7 @@ func fullDiff(got, want store.Connection) []string {
 		}
 	}
 	check(got.Version == want.Version, "Version")
+	check(got.Incarnation == want.Incarnation, "Incarnation")
 	check(got.LeaseOwner == want.LeaseOwner, "LeaseOwner")
 	check(sameTime(got.LeaseUntil, want.LeaseUntil), "LeaseUntil")
 	check(sameTime(got.CreatedAt, want.CreatedAt), "CreatedAt")
@@ -210,9 +213,9 @@ func expectSame(t *testing.T, what string, got, want store.Connection) {
 	}
 }
 
-func mustCreate(t *testing.T, s store.Store, c store.Connection) store.Connection {
+func mustCreate(t *testing.T, s store.Store, c store.Connection, events ...store.Event) store.Connection {
 	t.Helper()
-	got, err := s.CreateConnection(t.Context(), c)
+	got, err := s.CreateConnection(t.Context(), c, events...)
 	if err != nil {
 		t.Fatalf("CreateConnection(%q): %v", c.ID, err)
 	}

@@ -1,0 +1,138 @@
+package lifecycle
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/tokenbroker/tokenbroker/oauth"
+)
+
+// Classify says what a failed renewal means for the grant under p, as an
+// error of the right kind: errors.Is(err, oauth.ErrReauthRequired) when a
+// person must reconnect, oauth.ErrTransient when trying later may work.
+//
+// It starts from the token endpoint's own classification and adds the
+// provider policy: an HTTP 400 answer to a refresh is terminal (the same
+// request can only fail the same way; Dex answers a spent refresh token with
+// 400 invalid_request) unless the policy says the provider's 400s are
+// transient. Errors that are not an *oauth.Error are transient.
+func (p Policy) Classify(err error) error {
+	var oe *oauth.Error
+	if !errors.As(err, &oe) {
+		return err
+	}
+	if oe.Kind == oauth.KindTransient && oe.StatusCode == http.StatusBadRequest && !p.BadRequestTransient &&
+		oe.Code != "slow_down" && oe.Code != "temporarily_unavailable" {
+		t := *oe
+		t.Kind = oauth.KindTerminal
+		return &t
+	}
+	return err
+}
+
+// Verdict is what a failure did to a grant.
+type Verdict int
+
+const (
+	// CoolingDown: the failure is transient; the grant rests until
+	// Failure.NextAttemptAt and is then tried again.
+	CoolingDown Verdict = iota
+	// NeedsReauth: the grant is dead (a terminal error, or transient
+	// failures that lasted longer than GiveUpAfter); the provider is not
+	// called for it again until a person reconnects.
+	NeedsReauth
+)
+
+// Fail lands a failed renewal of g at now: the failure recorded, the
+// status and next attempt decided. rnd, drawn from [0, 1), jitters the
+// cooldown. The returned error is err as [Policy.Classify] sees it, for the
+// caller to return; Verdict says what became of the grant.
+func Fail(g Grant, cause error, p Policy, now time.Time, rnd float64) (Grant, Verdict, error) {
+	cause = p.Classify(cause)
+	code, message, retryAfter := "refresh_failed", "", time.Duration(0)
+	var oe *oauth.Error
+	if errors.As(cause, &oe) {
+		code, message, retryAfter = oe.Code, oe.Description, oe.RetryAfter
+		if code == "" && oe.StatusCode != 0 {
+			code = fmt.Sprintf("http_%d", oe.StatusCode)
+		}
+	}
+	if code == "" {
+		code = "refresh_failed"
+	}
+	f := Failure{Code: code, Message: message, Attempts: 1, FirstAt: now}
+	if g.Failure != nil {
+		f.Attempts = g.Failure.Attempts + 1
+		f.FirstAt = g.Failure.FirstAt
+	}
+	verdict := CoolingDown
+	if oauth.Terminal(cause) {
+		verdict = NeedsReauth
+	} else if now.Sub(f.FirstAt) >= p.giveUpAfter() {
+		verdict = NeedsReauth
+		f.Message = fmt.Sprintf("refresh has failed since %s (%d attempts); last: %s",
+			f.FirstAt.UTC().Format(time.RFC3339), f.Attempts, message)
+	}
+	if verdict == NeedsReauth {
+		g.Status = StatusNeedsReauth
+	} else {
+		f.NextAttemptAt = now.Add(p.CooldownAfter(f.Attempts, retryAfter, rnd))
+	}
+	g.Failure = &f
+	g.NextRefreshAt = p.NextRefresh(&g, rnd)
+	return g, verdict, cause
+}
+
+// CooldownAfter is how long a grant rests after its n-th consecutive
+// transient failure: drawn from [d/2, d) with d = min(Max, Base·2^(n-1))
+// of the policy's Cooldown, or the provider's Retry-After if that is
+// longer (capped at Max). rnd is drawn from [0, 1).
+//
+// Equal jitter rather than full jitter: the spread is still there, but the
+// wait never collapses to nothing, which is what bounds the calls a dead
+// connection costs its provider. It is the one cooldown in tokenbroker:
+// the library, the broker and webhook deliveries all use it.
+func (p Policy) CooldownAfter(n int, retryAfter time.Duration, rnd float64) time.Duration {
+	b := p.cooldown()
+	d := b.Delay(n-1, 0.5+clamp01(rnd)/2)
+	if retryAfter > d {
+		d = min(retryAfter, b.Max)
+	}
+	return d
+}
+
+// ErrorOf turns g's recorded state into the error a caller gets without
+// the provider being called: terminal for a grant that needs a person,
+// transient with the time left as RetryAfter during a cooldown, nil
+// otherwise.
+func ErrorOf(g *Grant, now time.Time) error {
+	switch g.Status {
+	case StatusNeedsReauth, StatusRevoked:
+		code, desc := string(g.Status), ""
+		if g.Failure != nil {
+			if g.Failure.Code != "" {
+				code = g.Failure.Code
+			}
+			desc = g.Failure.Message
+		}
+		return &oauth.Error{Op: "refresh", Code: code, Description: desc, Kind: oauth.KindTerminal}
+	}
+	if f := g.Failure; f != nil && now.Before(f.NextAttemptAt) {
+		return &oauth.Error{Op: "refresh", Code: f.Code, Description: f.Message, Kind: oauth.KindTransient,
+			RetryAfter: f.NextAttemptAt.Sub(now)}
+	}
+	return nil
+}
+
+// NoRefreshError is the terminal error for a grant that must be renewed
+// but has no usable refresh token.
+func NoRefreshError(g *Grant) *oauth.Error {
+	if !g.HasRefreshToken {
+		return &oauth.Error{Op: "refresh", Code: oauth.CodeNoRefreshToken, Kind: oauth.KindTerminal,
+			Description: "the access token is expired or was rejected and there is no refresh token; reconnect to obtain a new grant"}
+	}
+	return &oauth.Error{Op: "refresh", Code: oauth.CodeRefreshExpired, Kind: oauth.KindTerminal,
+		Description: "the refresh token has expired; reconnect to obtain a new grant"}
+}

@@ -1,0 +1,11 @@
+-- When the current access token was obtained: its lifetime caps the refresh
+-- window. Rows written before this column get NULL, which the lifecycle
+-- rules read as "lifetime unknown" (the provider's default lifetime applies).
+ALTER TABLE connections ADD COLUMN issued_at INTEGER;
+
+-- Which life of the connection id this row is: a new value on every create,
+-- so that nothing bound to a deleted connection (an in-flight refresh, a
+-- cached or unsaved token) is ever applied to one created again under the
+-- same id. Existing rows get one each.
+ALTER TABLE connections ADD COLUMN incarnation TEXT NOT NULL DEFAULT '';
+UPDATE connections SET incarnation = lower(hex(randomblob(16))) WHERE incarnation = '';

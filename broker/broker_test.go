@@ -23,7 +23,7 @@ import (
 // env is one broker on a real SQLite file with a real key ring, talking to
 // a real authorization server.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *authztest.Server
 	store   store.Backend
 	ring    *seal.KeyRing
@@ -41,7 +41,7 @@ type envOptions struct {
 	store    func(store.Backend) store.Backend
 }
 
-func newEnv(t *testing.T, o envOptions) *env {
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	ctx := context.Background()
 	srv := authztest.New(t, o.authz)
@@ -120,7 +120,7 @@ type countingEndpoint struct {
 	refreshGate chan struct{}
 }
 
-func newCountingEndpoint(t *testing.T, srv *authztest.Server) *countingEndpoint {
+func newCountingEndpoint(t testing.TB, srv *authztest.Server) *countingEndpoint {
 	ep, err := oauth.NewEndpoint(oauth.Config{
 		ClientID: srv.ClientID, ClientSecret: srv.ClientSecret,
 		TokenURL: srv.TokenURL(), IntrospectionURL: srv.IntrospectionURL(), RevocationURL: srv.RevocationURL(),

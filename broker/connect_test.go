@@ -44,6 +44,13 @@ type connectEnv struct {
 
 func newConnectEnv(t *testing.T) *connectEnv {
 	t.Helper()
+	return newConnectEnvWith(t, nil)
+}
+
+// newConnectEnvWith is newConnectEnv with the broker's store wrapped by
+// wrap, when not nil.
+func newConnectEnvWith(t *testing.T, wrap func(store.Backend) broker.Store) *connectEnv {
+	t.Helper()
 	srv := authztest.New(t, authztest.Options{})
 	dir := t.TempDir()
 	clk := fakeclock.New(time.Now().UTC())
@@ -67,8 +74,12 @@ func newConnectEnv(t *testing.T) *connectEnv {
 	e := &connectEnv{srv: srv, store: st, ep: &ccEndpoint{Endpoint: ep}, clock: clk, events: &recorder{}}
 	// A second provider whose endpoint can refresh but do nothing else.
 	plain := newCountingEndpoint(t, srv)
+	var bs broker.Store = st
+	if wrap != nil {
+		bs = wrap(st)
+	}
 	e.broker, err = broker.New(broker.Options{
-		Store:  st,
+		Store:  bs,
 		Sealer: ring,
 		Providers: map[string]broker.Provider{
 			"acme":  {Endpoint: e.ep, Policy: lifecycle.Policy{Window: time.Minute}, Scopes: []string{"offline"}, AuthParams: map[string]string{"prompt": "consent"}},

@@ -2,9 +2,9 @@
 // hands out valid access tokens, and refreshes them with the guarantees the
 // rest of the system relies on.
 //
-// The refresh algorithm (DESIGN.md, "Refresh algorithm") runs here:
+// The refresh algorithm (docs/architecture.md, "The refresh algorithm") runs here:
 //
-//  1. Read the row; a token valid beyond the provider's refresh window is
+//  1. Read the row; a token that is not due (package lifecycle decides) is
 //     returned at once.
 //  2. In-process, callers for one connection join a single flight.
 //  3. Across processes, the flight takes the connection's lease in the store,
@@ -14,9 +14,10 @@
 //     that token is returned.
 //  5. The token endpoint is called on a detached context with a timeout, so
 //     one caller giving up does not cancel the refresh for everyone.
-//  6. The answer is saved first (compare-and-swap on the row's version),
-//     keeping the old refresh token when no new one came back; only then is
-//     it introspected or handed out.
+//  6. The answer is saved first (lifecycle.Apply, then a compare-and-swap
+//     on the row's incarnation and version), keeping the old refresh token
+//     when no new one came back; only then is it introspected or handed
+//     out. A token for a connection deleted meanwhile is discarded.
 //  7. A failure is classified and recorded; a terminal one marks the
 //     connection needs_reauth and the provider is not called again for it.
 //  8. The lease is released.

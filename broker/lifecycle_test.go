@@ -13,7 +13,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
-func newClockedBroker(t *testing.T, e *env, clk *fakeclock.Offset, tweak func(*broker.Provider), opts func(*broker.Options)) *broker.Broker {
+func newClockedBroker(t testing.TB, e *env, clk *fakeclock.Offset, tweak func(*broker.Provider), opts func(*broker.Options)) *broker.Broker {
 	t.Helper()
 	// The endpoint reads the same clock, so that a refreshed token's expiry
 	// is in the broker's time, not the wall clock's.

@@ -284,9 +284,9 @@ func (b *Broker) isStale(c *store.Connection, stale *string) bool {
 }
 
 // saveRenewed writes a token the provider just issued by renewing c (a
-// refresh, or client credentials asked again). The write is a
-// compare-and-swap on the incarnation and version read under the lease. If
-// the row moved on meanwhile, what moved decides: when only bookkeeping
+// refresh, or client credentials asked again), by store.Update on the row's
+// incarnation. If the row moved on since c was read under the lease, what
+// moved decides: when only bookkeeping
 // changed (a failure record written by a replica whose refresh lost, an
 // edit of metadata), the token is applied to the newer row; when the tokens
 // themselves changed, another refresh finished first (our lease lapsed),
@@ -296,43 +296,36 @@ func (b *Broker) isStale(c *store.Connection, stale *string) bool {
 func (b *Broker) saveRenewed(ctx context.Context, c *store.Connection, p Provider, tok *oauth.Token, now time.Time) (store.Connection, error) {
 	oldAccess, _ := b.open(c.ID, "access", c.AccessToken)
 	oldRefresh, _ := b.open(c.ID, "refresh", c.RefreshToken)
-	row := *c
 	var (
-		saved   store.Connection
-		events  []Event
-		err     error
-		attempt int
+		events []Event
+		newer  store.Connection
 	)
-	for {
-		next, lerr := b.land(row, lifecycle.Refreshed, tok, p, now)
-		if lerr != nil {
-			return store.Connection{}, lerr
+	saved, err := store.Update(ctx, b.store, c.ID, func(row store.Connection) (store.Connection, []Event, error) {
+		if row.Incarnation != c.Incarnation {
+			return row, nil, store.ErrNotFound
 		}
+		if row.Version != c.Version {
+			access, aerr := b.open(row.ID, "access", row.AccessToken)
+			refresh, rerr := b.open(row.ID, "refresh", row.RefreshToken)
+			if aerr != nil || rerr != nil || access != oldAccess || refresh != oldRefresh {
+				newer = row
+				return row, nil, errNewerToken
+			}
+		}
+		next, err := b.land(row, lifecycle.Refreshed, tok, p, now)
 		events = nil
 		if g := grantOf(&row); g.Failing() {
 			events = []Event{b.event(EventRecovered, &next, "")}
 		}
-		saved, err = b.store.CompareAndSwap(ctx, next, events...)
-		if err == nil {
-			break
-		}
-		attempt++
-		if !errors.Is(err, store.ErrConflict) || attempt >= store.MaxUpdateAttempts {
-			return store.Connection{}, err
-		}
-		if row, err = b.store.GetConnection(ctx, c.ID); err != nil {
-			return store.Connection{}, err
-		}
-		if row.Incarnation != c.Incarnation {
-			return store.Connection{}, store.ErrNotFound
-		}
-		access, aerr := b.open(row.ID, "access", row.AccessToken)
-		refresh, rerr := b.open(row.ID, "refresh", row.RefreshToken)
-		if aerr != nil || rerr != nil || access != oldAccess || refresh != oldRefresh {
-			b.log.WarnContext(ctx, "a newer token was saved while this refresh ran; keeping the newer one",
-				"connection", c.ID, "provider", c.Provider, "version", row.Version)
-			return row, nil
-		}
+		return next, events, err
+	})
+	if errors.Is(err, errNewerToken) {
+		b.log.WarnContext(ctx, "a newer token was saved while this refresh ran; keeping the newer one",
+			"connection", c.ID, "provider", c.Provider, "version", newer.Version)
+		return newer, nil
+	}
+	if err != nil {
+		return store.Connection{}, err
 	}
 	b.cache.invalidate(c.ID)
 	b.log.InfoContext(ctx, "token refreshed", "connection", c.ID, "provider", c.Provider,
@@ -340,6 +333,10 @@ func (b *Broker) saveRenewed(ctx context.Context, c *store.Connection, p Provide
 	b.emit(ctx, events)
 	return saved, nil
 }
+
+// errNewerToken aborts saveRenewed's write: another refresh saved a newer
+// token first.
+var errNewerToken = errors.New("broker: a newer token was saved meanwhile")
 
 // learnExpiry asks the provider, once, for the real expiry of a token saved
 // with a default one (RFC 7662) and lands it in the row, which reschedules

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
+	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/oauth"
 )
 
@@ -165,5 +166,62 @@ func TestIntegrationRefreshTokenExpired(t *testing.T) {
 	}
 	if srv.RefreshCalls() != 1 || failures.count() != 1 {
 		t.Errorf("%d refresh calls, %d OnFailure calls; want 1 and 1", srv.RefreshCalls(), failures.count())
+	}
+}
+
+// TestIntegrationShortLivedTokens: with the default 5-minute window and
+// tokens that live 60 seconds, the library follows the same rule as the
+// server: a fresh token is not refreshed over 100 reads, 200 readers of an
+// expired one share one refresh, and the new token is then served as is.
+func TestIntegrationShortLivedTokens(t *testing.T) {
+	srv := authztest.New(t, authztest.Options{AccessTokenLifespan: time.Minute})
+	clk := &fakeclock.Offset{}
+	ep, err := oauth.NewEndpoint(oauth.Config{ClientID: srv.ClientID, ClientSecret: srv.ClientSecret, TokenURL: srv.TokenURL(), Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	access, refresh, expiresIn := srv.IssueTokens(t, "read")
+	s := mustSource(t, Config{
+		Refresher: ep, Now: clk.Now,
+		Token: &oauth.Token{AccessToken: access, RefreshToken: refresh, IssuedAt: clk.Now(), Expiry: clk.Now().Add(expiresIn)},
+	})
+	ctx := t.Context()
+	read := func(n int) map[string]bool {
+		seen := map[string]bool{}
+		for range n {
+			tok, err := s.Token(ctx)
+			if err != nil {
+				t.Fatalf("Token: %v", err)
+			}
+			seen[tok.AccessToken] = true
+			clk.Advance(250 * time.Millisecond)
+		}
+		return seen
+	}
+	if seen := read(100); len(seen) != 1 || !seen[access] || srv.RefreshCalls() != 0 {
+		t.Fatalf("100 reads of a fresh token: %d tokens, %d refreshes; want the one token, 0 refreshes", len(seen), srv.RefreshCalls())
+	}
+	clk.Advance(time.Minute)
+	const readers = 200
+	toks := make([]string, readers)
+	var wg sync.WaitGroup
+	for i := range readers {
+		wg.Go(func() {
+			if tok, err := s.Token(ctx); err == nil {
+				toks[i] = tok.AccessToken
+			}
+		})
+	}
+	wg.Wait()
+	for i := range toks {
+		if toks[i] == "" || toks[i] != toks[0] || toks[i] == access {
+			t.Fatalf("reader %d did not get the one new token", i)
+		}
+	}
+	if n := srv.RefreshCalls(); n != 1 {
+		t.Fatalf("%d refreshes for %d readers of an expired token, want 1", n, readers)
+	}
+	if seen := read(100); len(seen) != 1 || !seen[toks[0]] || srv.RefreshCalls() != 1 {
+		t.Fatalf("100 reads after the refresh: %d tokens, %d refreshes; want the new token, still 1 refresh", len(seen), srv.RefreshCalls())
 	}
 }

@@ -66,7 +66,7 @@ type Config struct {
 
 	// Save persists a new token. It is called with every new token before
 	// any caller can see it, so a rotated refresh token is stored before the
-	// old one is forgotten (DESIGN.md, "Lost rotation").
+	// old one is forgotten (docs/architecture.md, "Save first").
 	//
 	// When Save fails the new token is still kept and handed out: at a
 	// rotating provider the old refresh token is already spent, so dropping

@@ -1,7 +1,7 @@
 // Package oauth is tokenbroker's OAuth 2.0 protocol core.
 //
-// It knows how token endpoints really answer (see PROVIDER-QUIRKS.md in the
-// design notes) and turns those answers into either a [Token] or an [*Error]
+// It knows how token endpoints really answer (see docs/provider-quirks.md in
+// the repository) and turns those answers into either a [Token] or an [*Error]
 // that says whether a person must reconnect ([ErrReauthRequired]) or the
 // caller may try again later. It also speaks the smaller protocols around the
 // token endpoint: authorization server discovery (RFC 8414 and OpenID Connect

@@ -13,7 +13,7 @@ import (
 	"unicode/utf8"
 )
 
-// fuzzSeeds are the provider quirks of PROVIDER-QUIRKS.md as status,
+// fuzzSeeds are the provider quirks of docs/provider-quirks.md as status,
 // Content-Type, Retry-After and body.
 var fuzzSeeds = []struct {
 	status      int

@@ -26,7 +26,7 @@ const (
 	AuthStyleParams = "params"
 )
 
-// Refresh token rotation behaviours. See PROVIDER-QUIRKS.md, "Rotation".
+// Refresh token rotation behaviours. See docs/provider-quirks.md, "Rotation".
 const (
 	// RotationNone: the refresh token is reused until it dies.
 	RotationNone = "none"

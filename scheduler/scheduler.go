@@ -334,7 +334,19 @@ func (s *Scheduler) RunOnce(ctx context.Context) (CycleStats, error) {
 				count(j.claim.Provider, OutcomeDeferred)
 				return
 			}
-			count(j.claim.Provider, s.refresh(ctx, j.claim, b))
+			outcome := s.refresh(ctx, j.claim, b)
+			if outcome == OutcomeOK {
+				// Done: the broker moved NextRefreshAt past now. A token that
+				// lives less than the claim must be claimable when it is due
+				// again, not when the claim lapses. Failures keep the claim,
+				// so a connection that cannot be refreshed is tried at most
+				// once per claim.
+				if err := s.store.ReleaseClaim(context.WithoutCancel(ctx), s.owner, j.claim.ID); err != nil {
+					s.log.WarnContext(ctx, "could not release a scheduling claim; it lapses by itself",
+						"connection", j.claim.ID, "error", err)
+				}
+			}
+			count(j.claim.Provider, outcome)
 		})
 	}
 	wg.Wait()

@@ -43,6 +43,10 @@ func (m *memScheduling) ClaimDue(_ context.Context, _ string, now time.Time, lim
 	return out, nil
 }
 
+// ReleaseClaim is a no-op: in these tests a refreshed connection leaves
+// due (done) rather than being claimed again.
+func (m *memScheduling) ReleaseClaim(context.Context, string, string) error { return nil }
+
 func (m *memScheduling) OldestDue(_ context.Context, now time.Time) (time.Time, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

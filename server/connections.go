@@ -26,6 +26,7 @@ type importRequest struct {
 	RefreshToken          string          `json:"refresh_token"`
 	ExpiresIn             *float64        `json:"expires_in"`
 	ExpiresAt             string          `json:"expires_at"`
+	IssuedAt              string          `json:"issued_at"`
 	RefreshTokenExpiresAt string          `json:"refresh_token_expires_at"`
 	TokenType             string          `json:"token_type"`
 	Scope                 string          `json:"scope"`
@@ -60,6 +61,9 @@ func (req *importRequest) toImport() (broker.Import, error) {
 	}
 	var err error
 	if in.ExpiresAt, err = parseTime("expires_at", req.ExpiresAt); err != nil {
+		return in, err
+	}
+	if in.IssuedAt, err = parseTime("issued_at", req.IssuedAt); err != nil {
 		return in, err
 	}
 	if in.RefreshTokenExpiresAt, err = parseTime("refresh_token_expires_at", req.RefreshTokenExpiresAt); err != nil {
@@ -366,13 +370,16 @@ type connectionView struct {
 	RefreshChainExpiresAt *time.Time `json:"refresh_chain_expires_at"`
 	// RefreshExpiringSoon warns that the refresh token (or its chain) ends
 	// within two weeks: the user will have to reconnect.
-	RefreshExpiringSoon bool            `json:"refresh_token_expiring_soon"`
-	LastRefreshAt       *time.Time      `json:"last_refresh_at"`
-	Failure             *failureView    `json:"failure"`
-	Metadata            json.RawMessage `json:"metadata"`
-	Version             int64           `json:"version"`
-	CreatedAt           *time.Time      `json:"created_at"`
-	UpdatedAt           *time.Time      `json:"updated_at"`
+	RefreshExpiringSoon bool       `json:"refresh_token_expiring_soon"`
+	LastRefreshAt       *time.Time `json:"last_refresh_at"`
+	// NextRefreshAt is when the background scheduler refreshes the
+	// connection next (docs/architecture.md, "The schedule").
+	NextRefreshAt *time.Time      `json:"next_refresh_at"`
+	Failure       *failureView    `json:"failure"`
+	Metadata      json.RawMessage `json:"metadata"`
+	Version       int64           `json:"version"`
+	CreatedAt     *time.Time      `json:"created_at"`
+	UpdatedAt     *time.Time      `json:"updated_at"`
 }
 
 type failureView struct {
@@ -423,6 +430,7 @@ func newView(c *store.Connection, admin bool, now time.Time) connectionView {
 		RefreshChainExpiresAt: timeOrNil(c.RefreshHardExpiresAt),
 		RefreshExpiringSoon:   broker.RefreshExpiringSoon(c, now),
 		LastRefreshAt:         timeOrNil(c.LastRefreshAt),
+		NextRefreshAt:         timeOrNil(c.NextRefreshAt),
 		Version:               c.Version,
 		CreatedAt:             timeOrNil(c.CreatedAt),
 		UpdatedAt:             timeOrNil(c.UpdatedAt),

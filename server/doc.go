@@ -1,4 +1,4 @@
-// Package server is tokenbroker's HTTP API (DESIGN.md, "HTTP API (v1)"):
+// Package server is tokenbroker's HTTP API (the route table in README.md):
 // the connection routes, API-key authentication and the proxy that calls a
 // provider's API with a connection's token.
 //

@@ -15,7 +15,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
-// Error codes of the API (DESIGN.md, "HTTP API (v1)").
+// Error codes of the API (README.md, after the route table).
 const (
 	codeUnauthenticated     = "unauthenticated"
 	codeForbidden           = "forbidden"

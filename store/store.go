@@ -347,6 +347,12 @@ type Scheduling interface {
 	// connection is due again. Concurrent callers never get the same
 	// connection.
 	ClaimDue(ctx context.Context, owner string, now time.Time, limit int, claimTTL time.Duration) ([]Claim, error)
+	// ReleaseClaim ends owner's claim on connection id once its refresh is
+	// done, so that it can be claimed again as soon as it is due (a token
+	// shorter than the claim's TTL is due again before the claim would
+	// lapse). A no-op when owner does not hold the claim, or there is no
+	// such id.
+	ReleaseClaim(ctx context.Context, owner, id string) error
 	// OldestDue returns the earliest NextRefreshAt at or before now among
 	// active connections, claimed or not; ok is false when none is due.
 	OldestDue(ctx context.Context, now time.Time) (oldest time.Time, ok bool, err error)

@@ -1,8 +1,7 @@
 // Package authztest runs a real OAuth 2.0 authorization server in-process for
 // tests: github.com/ory/fosite behind an [net/http/httptest.Server] on
 // 127.0.0.1, with one confidential client and knobs for the provider
-// behaviours tokenbroker must survive (see PROVIDER-QUIRKS.md in the design
-// notes).
+// behaviours tokenbroker must survive (see docs/provider-quirks.md).
 //
 // Every test that needs a provider starts one with [New]:
 //

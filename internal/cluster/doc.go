@@ -4,8 +4,8 @@
 // in-process fosite authorization server that rotates refresh tokens and
 // detects their reuse.
 //
-// The tests prove the promise of DESIGN.md's "Scale-out" and "Refresh
-// algorithm" sections across process boundaries, where an in-process
+// The tests prove the refresh algorithm of docs/architecture.md and the
+// scale-out of docs/operations.md across process boundaries, where an in-process
 // single-flight cannot help: exactly one refresh per connection reaches the
 // provider however many callers ask however many replicas at once; a replica
 // killed while it holds the refresh lease blocks the others only until the

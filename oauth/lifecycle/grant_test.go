@@ -14,7 +14,7 @@ func active(issued time.Time, life time.Duration) Grant {
 		Scope: "read", IssuedAt: issued, ExpiresAt: issued.Add(life)}
 }
 
-// TestApplyQuirks lands the token responses of PROVIDER-QUIRKS in a grant.
+// TestApplyQuirks lands the token responses of docs/provider-quirks.md in a grant.
 func TestApplyQuirks(t *testing.T) {
 	now := t0.Add(time.Hour)
 	hard := t0.Add(100 * 24 * time.Hour)

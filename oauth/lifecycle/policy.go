@@ -31,7 +31,7 @@ const (
 const MinWindow = 5 * time.Second
 
 // Rotation is how a provider treats a refresh token once it is used
-// (PROVIDER-QUIRKS "Rotation"; docs/architecture.md).
+// (docs/provider-quirks.md, "Rotation").
 type Rotation string
 
 const (

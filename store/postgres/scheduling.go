@@ -77,6 +77,19 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now time.Time, limit
 	return out, nil
 }
 
+// ReleaseClaim clears owner's claim on id.
+func (s *Store) ReleaseClaim(ctx context.Context, owner, id string) error {
+	if !storableID(id) || !storableID(owner) {
+		return nil
+	}
+	op := fmt.Sprintf("release claim on %q", id)
+	return s.do(ctx, op, false, func(conn *pgxpool.Conn) error {
+		_, err := conn.Exec(ctx, `UPDATE connections SET scheduled_by = '', scheduled_until = NULL
+			WHERE id = $1 AND scheduled_by = $2 AND scheduled_by != ''`, id, owner)
+		return s.fail(ctx, op, err)
+	})
+}
+
 // OldestDue answers from the (status, next_refresh_at) index.
 func (s *Store) OldestDue(ctx context.Context, now time.Time) (time.Time, bool, error) {
 	const op = "oldest due connection"

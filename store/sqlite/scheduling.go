@@ -57,6 +57,13 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now time.Time, limit
 	return out, nil
 }
 
+// ReleaseClaim clears owner's claim on id.
+func (s *Store) ReleaseClaim(ctx context.Context, owner, id string) error {
+	_, err := s.w.ExecContext(ctx, `UPDATE connections SET scheduled_by = '', scheduled_until = NULL
+		WHERE id = ? AND scheduled_by = ? AND scheduled_by != ''`, id, owner)
+	return s.fail(ctx, fmt.Sprintf("release claim on %q", id), err)
+}
+
 // OldestDue answers from the (status, next_refresh_at) index.
 func (s *Store) OldestDue(ctx context.Context, now time.Time) (time.Time, bool, error) {
 	var oldest sql.NullInt64

@@ -19,6 +19,7 @@ var schedulingTests = []struct {
 	{"ClaimDueInvalid", testClaimDueInvalid},
 	{"ConcurrentClaimersShareWithoutOverlap", testConcurrentClaimers},
 	{"OldestDue", testOldestDue},
+	{"ReleaseClaim", testReleaseClaim},
 }
 
 // dueConnection is an active connection due at next (zero: never).
@@ -260,5 +261,32 @@ func testOldestDue(t *testing.T, s store.Backend, clk *Clock) {
 	oldest, ok, err := sc.OldestDue(ctx, now)
 	if err != nil || !ok || !sameTime(oldest, now.Add(-5*time.Minute)) {
 		t.Fatalf("OldestDue = %v, ok %v, %v; want %v", oldest, ok, err, now.Add(-5*time.Minute))
+	}
+}
+
+// testReleaseClaim: a released claim lets the connection be claimed again
+// as soon as it is due, before the claim would have lapsed; only the owner
+// can release it.
+func testReleaseClaim(t *testing.T, s store.Backend, clk *Clock) {
+	ctx := t.Context()
+	now := clk.Now()
+	mustCreate(t, s, dueConnection("short", now.Add(-time.Second)))
+	if got, err := s.ClaimDue(ctx, "replica-1", now, 10, time.Hour); err != nil || !sameIDs(got, "short") {
+		t.Fatalf("ClaimDue = %v, %v", claimIDs(got), err)
+	}
+	if err := s.ReleaseClaim(ctx, "replica-2", "short"); err != nil {
+		t.Fatalf("ReleaseClaim by another owner: %v", err)
+	}
+	if got, _ := s.ClaimDue(ctx, "replica-2", now, 10, time.Hour); len(got) != 0 {
+		t.Fatalf("another owner's release ended the claim: claimed %v", claimIDs(got))
+	}
+	if err := s.ReleaseClaim(ctx, "replica-1", "short"); err != nil {
+		t.Fatalf("ReleaseClaim: %v", err)
+	}
+	if got, err := s.ClaimDue(ctx, "replica-2", now, 10, time.Hour); err != nil || !sameIDs(got, "short") {
+		t.Fatalf("after release, ClaimDue = %v, %v; want the connection again", claimIDs(got), err)
+	}
+	if err := s.ReleaseClaim(ctx, "replica-1", "missing"); err != nil {
+		t.Fatalf("ReleaseClaim of a missing id: %v", err)
 	}
 }

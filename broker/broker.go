@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 
 	"github.com/tokenbroker/tokenbroker/oauth"
 	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
@@ -44,6 +45,12 @@ type Provider struct {
 	// endpoints, so the broker does not call ones it knows are missing.
 	CanIntrospect bool
 	CanRevoke     bool
+	// TokenRate caps this process's requests to the provider's token
+	// endpoint, per second, on every refresh path (on demand, after a
+	// rejection, scheduled, forced); TokenBurst is the bucket size (1 when
+	// zero). Zero TokenRate: unlimited.
+	TokenRate  float64
+	TokenBurst int
 	// Scopes are requested by the connect flow and by client-credentials
 	// connections; AuthParams are extra authorization request parameters
 	// (access_type=offline). See broker/connect.go.
@@ -67,6 +74,12 @@ type Store interface {
 
 var _ Store = store.Backend(nil)
 
+// Defaults for the zero fields of [Options].
+const (
+	DefaultRefreshTimeout = 20 * time.Second
+	DefaultLeaseTTL       = 30 * time.Second
+)
+
 // Options configures a [Broker]. Store, Sealer and Providers are required.
 type Options struct {
 	Store     Store
@@ -75,10 +88,13 @@ type Options struct {
 	// Owner names this process in leases; default a random id. Each replica
 	// must have its own.
 	Owner string
-	// RefreshTimeout bounds one provider call. Default 30s.
+	// RefreshTimeout bounds one provider call. Default 20s, or less when
+	// LeaseTTL needs it (see CheckLeaseTiming).
 	RefreshTimeout time.Duration
 	// LeaseTTL is how long a lease holds without renewal; a replica that
-	// dies holding one blocks the connection at most this long. Default 30s.
+	// dies holding one blocks the connection at most this long. It must
+	// exceed RefreshTimeout by more than LeaseMargin, so that a provider
+	// call always ends before its lease could lapse. Default 30s.
 	LeaseTTL time.Duration
 	// Backoff spaces out attempts after transient failures, for providers
 	// whose Policy sets no Cooldown (lifecycle.Policy.CooldownAfter). Zero
@@ -163,6 +179,7 @@ type Broker struct {
 	flightSeq atomic.Uint64
 	cache     *tokenCache
 	changes   store.ChangeFeed
+	limits    map[string]*rate.Limiter // by provider; nil: unlimited
 
 	// unsaved holds tokens the provider issued that could not be saved yet
 	// (the store was unreachable). They are saved before the provider is
@@ -216,17 +233,26 @@ func New(opts Options) (*Broker, error) {
 			return nil, fmt.Errorf("broker: provider %q: %w", name, err)
 		}
 		b.providers[name] = p
+		if p.TokenRate > 0 {
+			if b.limits == nil {
+				b.limits = map[string]*rate.Limiter{}
+			}
+			b.limits[name] = rate.NewLimiter(rate.Limit(p.TokenRate), max(p.TokenBurst, 1))
+		}
 	}
 	if b.owner == "" {
 		var buf [8]byte
 		_, _ = rand.Read(buf[:])
 		b.owner = "tb-" + hex.EncodeToString(buf[:])
 	}
-	if b.timeout <= 0 {
-		b.timeout = 30 * time.Second
-	}
 	if b.leaseTTL <= 0 {
-		b.leaseTTL = 30 * time.Second
+		b.leaseTTL = DefaultLeaseTTL
+	}
+	if b.timeout <= 0 {
+		b.timeout = min(DefaultRefreshTimeout, b.leaseTTL-2*LeaseMargin(b.leaseTTL))
+	}
+	if err := CheckLeaseTiming(b.timeout, b.leaseTTL); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
 	}
 	if b.now == nil {
 		b.now = time.Now

@@ -531,7 +531,7 @@ func (b *Broker) CreateClientCredentialsConnection(ctx context.Context, in Clien
 // client-credentials connection: the lease is held by the caller, as for a
 // refresh; the token comes from the client credentials grant, asking for
 // the scopes the connection holds.
-func (b *Broker) renewClientCredentials(ctx context.Context, c *store.Connection, p Provider, owner string) (Token, error) {
+func (b *Broker) renewClientCredentials(ctx context.Context, c *store.Connection, p Provider, l *lease, origin lifecycle.Origin) (Token, error) {
 	ep, ok := p.Endpoint.(ClientCredentialsEndpoint)
 	if !ok {
 		err := &oauth.Error{Op: "client_credentials", Code: "unsupported_grant_type", Kind: oauth.KindTerminal,
@@ -542,14 +542,17 @@ func (b *Broker) renewClientCredentials(ctx context.Context, c *store.Connection
 	if len(scopes) == 0 {
 		scopes = p.Scopes
 	}
-	tok, err := b.callProvider(ctx, c, p, owner, func(ctx context.Context) (*oauth.Token, error) {
+	tok, err := b.callProvider(ctx, c, p, l, func(ctx context.Context) (*oauth.Token, error) {
 		return ep.ClientCredentials(ctx, scopes...)
 	})
+	if errors.Is(err, errRateLimited) {
+		return Token{}, err
+	}
 	if err != nil {
 		return Token{}, b.recordFailure(ctx, c, p, err)
 	}
 	tok.RefreshToken = ""
-	saved, err := b.saveRenewed(ctx, c, p, tok, b.now())
+	saved, err := b.saveRenewed(ctx, c, p, tok, b.now(), origin)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return Token{}, err // deleted meanwhile: its token goes with it

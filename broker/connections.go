@@ -203,11 +203,21 @@ func (b *Broker) ListConnections(ctx context.Context, opts store.ListOptions) (s
 // provider where it has a revocation endpoint (RFC 7009). A failed
 // revocation does not stop the delete; it is returned as revokeErr so the
 // caller can report it.
+//
+// The delete takes the connection's refresh lease first, waiting for a
+// refresh in flight (on any replica) to finish and save: otherwise that
+// refresh's new tokens would outlive the connection at the provider,
+// unrevoked, and nothing of them may reach whatever is created under the
+// id next. A refresh that starts after the delete took the lease finds the
+// connection gone.
 func (b *Broker) DeleteConnection(ctx context.Context, id string) (revokeErr error, err error) {
-	c, err := b.store.GetConnection(ctx, id)
+	owner := b.flightOwner()
+	cp, _, err := b.takeLease(ctx, id, owner, nil)
 	if err != nil {
 		return nil, err
 	}
+	defer b.releaseLease(id, owner) // a no-op once the row is gone, unless the delete failed
+	c := *cp
 	if p, ok := b.providers[c.Provider]; ok && p.CanRevoke {
 		revokeErr = b.revoke(ctx, p, &c)
 	}

@@ -23,6 +23,7 @@ func grantOf(c *store.Connection) lifecycle.Grant {
 		RefreshExpiresAt:     c.RefreshExpiresAt,
 		RefreshHardExpiresAt: c.RefreshHardExpiresAt,
 		LastRefreshAt:        c.LastRefreshAt,
+		OnErrorRefreshAt:     c.OnErrorRefreshAt,
 		NextRefreshAt:        c.NextRefreshAt,
 		Failure:              c.Failure,
 	}
@@ -35,7 +36,7 @@ func withGrant(c store.Connection, g lifecycle.Grant) store.Connection {
 	c.TokenType, c.Scope = g.TokenType, g.Scope
 	c.IssuedAt, c.ExpiresAt, c.ExpiryDefaulted = g.IssuedAt, g.ExpiresAt, g.ExpiryDefaulted
 	c.RefreshExpiresAt, c.RefreshHardExpiresAt = g.RefreshExpiresAt, g.RefreshHardExpiresAt
-	c.LastRefreshAt, c.NextRefreshAt = g.LastRefreshAt, g.NextRefreshAt
+	c.LastRefreshAt, c.NextRefreshAt, c.OnErrorRefreshAt = g.LastRefreshAt, g.NextRefreshAt, g.OnErrorRefreshAt
 	c.Failure = g.Failure
 	return c
 }

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -20,57 +21,94 @@ const (
 	leasePollMax = 250 * time.Millisecond
 )
 
-// acquireLease takes the connection's refresh lease (step 3). It returns the
-// row read under the lease, or nil when, while it waited, the holder wrote a
-// token this caller can use instead of refreshing again.
+// lease is a refresh lease this flight holds, and the latest moment it is
+// known to hold it until: a provider call must end before then (minus
+// LeaseMargin), or another replica could take the lease and spend the same
+// refresh token.
+type lease struct {
+	id, owner string
+	until     time.Time // wall clock; see fencedContext
+}
+
+// acquireLease takes the connection's refresh lease (step 3) for a flight
+// with reason. It returns the row read under the lease, or nil when, while
+// it waited, the holder wrote a token this caller can use instead of
+// refreshing again.
 //
 // The lease is taken under owner, which names this flight, not just this
 // process: flights of different kinds for one connection can run in one
 // process at once (a caller's, the scheduler's, a proxy's after a 401), and
 // a lease shared by the process would let two of them spend one refresh
 // token.
-func (b *Broker) acquireLease(ctx context.Context, id, owner string, reason lifecycle.Reason, stale *string) (*store.Connection, error) {
+func (b *Broker) acquireLease(ctx context.Context, id, owner string, reason lifecycle.Reason, stale *string) (*store.Connection, *lease, error) {
+	return b.takeLease(ctx, id, owner, func(cur *store.Connection) (bool, error) {
+		p, err := b.provider(cur)
+		if err != nil {
+			return false, err
+		}
+		// The holder wrote. A successful refresh that finished while we
+		// waited answers a forced flight too: its token is as new as ours
+		// would be.
+		if reason == lifecycle.Forced && cur.Status == store.StatusActive && cur.Failure == nil {
+			return true, nil
+		}
+		if b.serves(cur, p, reason, stale, b.now()) {
+			return true, nil
+		}
+		g := grantOf(cur)
+		return false, lifecycle.ErrorOf(&g, b.now())
+	})
+}
+
+// takeLease takes the connection's lease under owner, waiting while another
+// owner holds it. Each time the holder writes, answered decides whether the
+// waiter's purpose is served by what was written (true: return nil, nil)
+// or has failed (an error); a nil answered waits for the lease whatever is
+// written. A lease whose holder died is taken once it lapses.
+func (b *Broker) takeLease(ctx context.Context, id, owner string, answered func(*store.Connection) (bool, error)) (*store.Connection, *lease, error) {
 	delay := leasePollMin
+	var (
+		waited   time.Duration
+		provider string
+	)
+	defer func() {
+		if waited > 0 {
+			b.metrics.LeaseWaited(provider, waited) // once per flight, however many rounds
+		}
+	}()
 	for {
+		// The lease lapses ttl after the store's now at the UPDATE, which is
+		// after this moment: fencing from here is on the safe side.
+		taken := time.Now()
 		c, err := b.store.AcquireLease(ctx, id, owner, b.leaseTTL)
 		if err == nil {
-			return &c, nil
+			return &c, &lease{id: id, owner: owner, until: taken.Add(b.leaseTTL)}, nil
 		}
 		if !errors.Is(err, store.ErrLeaseHeld) {
-			return nil, err
+			return nil, nil, err
 		}
-		// Someone else is refreshing. Wait for their write or for their
-		// lease to lapse (a replica that died holding it), never calling
-		// the provider while it is live.
+		// Someone else holds it. Wait for their write or for their lease
+		// to lapse (a replica that died holding it), never calling the
+		// provider while it is live.
+		provider = c.Provider
 		waitStart := time.Now()
-		defer func() { b.metrics.LeaseWaited(c.Provider, time.Since(waitStart)) }()
 		seen := c.Version
 		for {
 			if err := wait.Sleep(ctx, delay); err != nil {
-				return nil, err
+				waited += time.Since(waitStart)
+				return nil, nil, err
 			}
 			delay = min(delay*3/2, leasePollMax)
 			cur, err := b.store.GetConnection(ctx, id)
 			if err != nil {
-				return nil, err
+				waited += time.Since(waitStart)
+				return nil, nil, err
 			}
-			if cur.Version != seen {
-				p, perr := b.provider(&cur)
-				if perr != nil {
-					return nil, perr
-				}
-				// The holder wrote. A successful refresh that finished while
-				// we waited answers a forced flight too: its token is as new
-				// as ours would be.
-				if reason == lifecycle.Forced && cur.Status == store.StatusActive && cur.Failure == nil {
-					return nil, nil
-				}
-				if b.serves(&cur, p, reason, stale, b.now()) {
-					return nil, nil
-				}
-				g := grantOf(&cur)
-				if err := lifecycle.ErrorOf(&g, b.now()); err != nil {
-					return nil, err
+			if cur.Version != seen && answered != nil {
+				done, err := answered(&cur)
+				if done || err != nil {
+					waited += time.Since(waitStart)
+					return nil, nil, err
 				}
 				seen = cur.Version
 			}
@@ -78,12 +116,53 @@ func (b *Broker) acquireLease(ctx context.Context, id, owner string, reason life
 				break // free or lapsed: try to take it
 			}
 		}
+		waited += time.Since(waitStart)
 	}
 }
 
-// renewLease extends the lease every third of its TTL until stopped, so a
-// slow provider call does not let another replica start a second refresh.
-func (b *Broker) renewLease(ctx context.Context, id, owner string) (stop func()) {
+// LeaseMargin is how much sooner than its lease a provider call must end:
+// a fifth of the lease's TTL, at most 5 seconds. It leaves room for the
+// replicas' clocks to disagree and for the write after the call.
+func LeaseMargin(ttl time.Duration) time.Duration { return min(5*time.Second, ttl/5) }
+
+// MinLeaseTTL is the shortest lease the broker accepts.
+const MinLeaseTTL = time.Second
+
+// CheckLeaseTiming reports why a refresh timeout and a lease TTL cannot
+// work together, or nil. A provider call must always end before the lease
+// that protects it could lapse: otherwise another replica may take the
+// lease while the call is in flight and send the same refresh token again,
+// which a rotating provider answers by revoking the grant.
+func CheckLeaseTiming(timeout, ttl time.Duration) error {
+	switch {
+	case ttl < MinLeaseTTL:
+		return fmt.Errorf("lease TTL %v is shorter than the minimum %v", ttl, MinLeaseTTL)
+	case timeout <= 0:
+		return fmt.Errorf("refresh timeout %v is not positive", timeout)
+	case timeout+LeaseMargin(ttl) >= ttl:
+		return fmt.Errorf("lease TTL %v must exceed the refresh timeout %v by more than %v, so that a provider call always ends before its lease could lapse",
+			ttl, timeout, LeaseMargin(ttl))
+	}
+	return nil
+}
+
+// fencedContext bounds a provider call made under l: it ends at the refresh
+// timeout, and always LeaseMargin before the lease could lapse.
+func (b *Broker) fencedContext(ctx context.Context, l *lease) (context.Context, context.CancelFunc) {
+	deadline := time.Now().Add(b.timeout)
+	if fence := l.until.Add(-LeaseMargin(b.leaseTTL)); fence.Before(deadline) {
+		deadline = fence
+	}
+	return context.WithDeadline(ctx, deadline)
+}
+
+// renewLease extends the lease every third of its TTL until stopped, so the
+// write after a slow provider call still happens under it. A renewal that
+// fails leaves the lease uncertain: it is logged as an error; the provider
+// call itself is fenced by the lease it started under (fencedContext), and
+// its answer is saved by compare-and-swap either way, so a newer token
+// written by another holder is never overwritten.
+func (b *Broker) renewLease(ctx context.Context, l *lease) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
@@ -97,8 +176,9 @@ func (b *Broker) renewLease(ctx context.Context, id, owner string) (stop func())
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if _, err := b.store.AcquireLease(ctx, id, owner, b.leaseTTL); err != nil {
-					b.log.WarnContext(ctx, "could not renew refresh lease", "connection", id, "error", err)
+				if _, err := b.store.AcquireLease(ctx, l.id, l.owner, b.leaseTTL); err != nil {
+					b.log.ErrorContext(ctx, "could not renew the refresh lease; the provider call is fenced by the lease it started under and its answer is saved by compare-and-swap",
+						"connection", l.id, "error", err)
 				}
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/internal/wait"
 	"github.com/tokenbroker/tokenbroker/oauth"
 	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/store"
@@ -107,6 +108,16 @@ func answered(c *store.Connection, tok *oauth.Token) Token {
 // for it with the caller's context. The flight itself runs detached with a
 // timeout, so one caller giving up does not cancel it for the others.
 func (b *Broker) refresh(ctx context.Context, id string, reason lifecycle.Reason, stale *string) (Token, error) {
+	if reason == lifecycle.Rejected && !b.hasUnsaved(id) {
+		// Most rejections are answered by the current row: someone already
+		// refreshed, or the token is too young to be refreshed again
+		// (lifecycle's on-error interval). Neither needs a flight or a lease.
+		if c, err := b.store.GetConnection(ctx, id); err == nil {
+			if p, err := b.provider(&c); err == nil && b.serves(&c, p, reason, stale, b.now()) {
+				return b.tokenOf(&c)
+			}
+		}
+	}
 	// Each reason has its own flight, because an on-demand flight may
 	// decide that no refresh is needed where a forced one must refresh.
 	// They all meet at the store's lease, so only one reaches the provider
@@ -139,7 +150,7 @@ func (b *Broker) serves(c *store.Connection, p Provider, reason lifecycle.Reason
 // (docs/architecture.md).
 func (b *Broker) refreshFlight(ctx context.Context, id string, reason lifecycle.Reason, stale *string) (Token, error) {
 	owner := b.flightOwner()
-	c, err := b.acquireLease(ctx, id, owner, reason, stale)
+	c, l, err := b.acquireLease(ctx, id, owner, reason, stale)
 	if err != nil {
 		return Token{}, err
 	}
@@ -163,7 +174,7 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, reason lifecycle.
 	// first: its refresh token is the live one. It belongs to this life of
 	// the connection only.
 	if tok := b.takeUnsaved(id, c.Incarnation); tok != nil {
-		saved, err := b.saveRenewed(ctx, c, p, tok, now)
+		saved, err := b.saveRenewed(ctx, c, p, tok, now, lifecycle.Refreshed)
 		if err != nil {
 			if !errors.Is(err, store.ErrNotFound) {
 				b.keepUnsaved(id, c.Incarnation, tok)
@@ -180,6 +191,9 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, reason lifecycle.
 	g := grantOf(c)
 	if err := lifecycle.ErrorOf(&g, now); err != nil {
 		switch {
+		case reason == lifecycle.Forced && lifecycle.PersonMayRetry(&g):
+			// A refresh whose outcome was unknown: a person says it is safe
+			// to send the refresh token again.
 		case oauth.Terminal(err):
 			return Token{}, err
 		case reason == lifecycle.Forced:
@@ -197,7 +211,7 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, reason lifecycle.
 	// token: under this same lease they are renewed by asking the token
 	// endpoint again with the client's credentials (RFC 6749 §4.4).
 	if c.Grant == store.GrantClientCredentials {
-		return b.renewClientCredentials(ctx, c, p, owner)
+		return b.renewClientCredentials(ctx, c, p, l, renewedBy(reason))
 	}
 	refreshToken, err := b.open(id, "refresh", c.RefreshToken)
 	if err != nil {
@@ -213,15 +227,18 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, reason lifecycle.
 	}
 
 	// Step 5: call the provider, renewing the lease while it works.
-	tok, err := b.callProvider(ctx, c, p, owner, func(ctx context.Context) (*oauth.Token, error) {
+	tok, err := b.callProvider(ctx, c, p, l, func(ctx context.Context) (*oauth.Token, error) {
 		return p.Endpoint.Refresh(ctx, refreshToken)
 	})
+	if errors.Is(err, errRateLimited) {
+		return Token{}, err // nothing was sent: not the connection's failure
+	}
 	if err != nil {
-		return Token{}, b.recordFailure(ctx, c, p, err)
+		return Token{}, b.recordFailure(ctx, c, p, err, refreshToken)
 	}
 
 	// Step 6: save first.
-	saved, err := b.saveRenewed(ctx, c, p, tok, b.now())
+	saved, err := b.saveRenewed(ctx, c, p, tok, b.now(), renewedBy(reason))
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		// The connection was deleted (and perhaps created again) while the
@@ -245,18 +262,62 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, reason lifecycle.
 }
 
 // callProvider runs one call to the provider's token endpoint for c under
-// the flight's lease, renewing the lease while the call runs, bounded by
-// the refresh timeout, and reports it to the metrics.
-func (b *Broker) callProvider(ctx context.Context, c *store.Connection, p Provider, owner string,
+// the flight's lease l: after the provider's token-endpoint rate limit
+// allows it, fenced by the lease (fencedContext) and renewing it meanwhile,
+// and reported to the metrics.
+func (b *Broker) callProvider(ctx context.Context, c *store.Connection, p Provider, l *lease,
 	call func(context.Context) (*oauth.Token, error)) (*oauth.Token, error) {
-	stopRenew := b.renewLease(ctx, c.ID, owner)
-	callCtx, cancel := context.WithTimeout(ctx, b.timeout)
+	callCtx, cancel := b.fencedContext(ctx, l)
+	defer cancel()
+	if err := b.waitTurn(callCtx, p); err != nil {
+		return nil, err
+	}
+	stopRenew := b.renewLease(ctx, l)
 	started := time.Now()
 	tok, err := call(callCtx)
-	cancel()
 	stopRenew()
 	b.metrics.RefreshFinished(p.Name, outcome(p.Policy.Classify(err)), time.Since(started))
 	return tok, err
+}
+
+// errRateLimited is wrapped by the error of a refresh that the provider's
+// token-endpoint rate limit did not let through in time.
+var errRateLimited = errors.New("broker: token endpoint rate limit")
+
+// waitTurn waits for the provider's token-endpoint rate limit, which every
+// refresh path shares (on demand, scheduled, after a rejection, forced).
+// When the wait would outlast ctx, it fails at once with a transient error
+// carrying the wait as RetryAfter.
+func (b *Broker) waitTurn(ctx context.Context, p Provider) error {
+	lim := b.limits[p.Name]
+	if lim == nil {
+		return nil
+	}
+	r := lim.Reserve()
+	d := r.Delay()
+	if d == 0 {
+		return nil
+	}
+	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < d {
+		r.Cancel()
+		return &oauth.Error{Op: "refresh", Code: "rate_limited", Kind: oauth.KindTransient, RetryAfter: d,
+			Description: "the provider's token endpoint rate limit allows no refresh now", Err: errRateLimited}
+	}
+	if err := wait.Sleep(ctx, d); err != nil {
+		r.Cancel()
+		return &oauth.Error{Op: "refresh", Code: "rate_limited", Kind: oauth.KindTransient, RetryAfter: d,
+			Description: "gave up waiting for the provider's token endpoint rate limit", Err: errors.Join(errRateLimited, err)}
+	}
+	return nil
+}
+
+// renewedBy is the origin of a token renewed for reason: a caller's report
+// of a failing token spends the on-error budget.
+func renewedBy(reason lifecycle.Reason) lifecycle.Origin {
+	if reason == lifecycle.Rejected {
+		return lifecycle.RefreshedOnError
+	}
+	return lifecycle.Refreshed
 }
 
 func outcome(err error) string {
@@ -293,7 +354,7 @@ func (b *Broker) isStale(c *store.Connection, stale *string) bool {
 // and a refresh that started from an old snapshot must not overwrite a
 // newer one — the stored row wins and is returned instead. ErrNotFound
 // means the connection was deleted, or is another incarnation now.
-func (b *Broker) saveRenewed(ctx context.Context, c *store.Connection, p Provider, tok *oauth.Token, now time.Time) (store.Connection, error) {
+func (b *Broker) saveRenewed(ctx context.Context, c *store.Connection, p Provider, tok *oauth.Token, now time.Time, origin lifecycle.Origin) (store.Connection, error) {
 	oldAccess, _ := b.open(c.ID, "access", c.AccessToken)
 	oldRefresh, _ := b.open(c.ID, "refresh", c.RefreshToken)
 	var (
@@ -312,7 +373,7 @@ func (b *Broker) saveRenewed(ctx context.Context, c *store.Connection, p Provide
 				return row, nil, errNewerToken
 			}
 		}
-		next, err := b.land(row, lifecycle.Refreshed, tok, p, now)
+		next, err := b.land(row, origin, tok, p, now)
 		events = nil
 		if g := grantOf(&row); g.Failing() {
 			events = []Event{b.event(EventRecovered, &next, "")}
@@ -370,14 +431,30 @@ func (b *Broker) learnExpiry(ctx context.Context, saved store.Connection, p Prov
 // after which the provider is not called for it again until it is
 // reconnected; so do transient failures that have lasted longer than the
 // policy's GiveUpAfter.
-func (b *Broker) recordFailure(ctx context.Context, c *store.Connection, p Provider, cause error) error {
+//
+// The provider's error text is kept for admins, with every token value of
+// the connection scrubbed from it: some providers echo the refresh token
+// they refused. secrets are values the caller holds in plaintext already
+// (the refresh token it sent); the stored ones are opened here.
+func (b *Broker) recordFailure(ctx context.Context, c *store.Connection, p Provider, cause error, secrets ...string) error {
 	classified := p.Policy.Classify(cause)
+	if access, err := b.open(c.ID, "access", c.AccessToken); err == nil {
+		secrets = append(secrets, access)
+	}
+	if refresh, err := b.open(c.ID, "refresh", c.RefreshToken); err == nil {
+		secrets = append(secrets, refresh)
+	}
 	var queued []Event
 	updated, err := store.Update(ctx, b.store, c.ID, func(old store.Connection) (store.Connection, []Event, error) {
 		if old.Incarnation != c.Incarnation {
 			return old, nil, store.ErrNotFound // deleted and created again: not this grant's failure
 		}
 		next, events, cerr := b.failed(old, cause, p, b.now())
+		if next.Failure != nil {
+			f := *next.Failure
+			f.Message = oauth.Scrub(f.Message, secrets...)
+			next.Failure = &f
+		}
 		classified, queued = cerr, events
 		return next, events, nil
 	})
@@ -411,6 +488,15 @@ func (b *Broker) takeUnsaved(id, incarnation string) *oauth.Token {
 		return nil
 	}
 	return u.tok
+}
+
+// hasUnsaved reports whether a token the provider issued for id waits to
+// be saved: then the stored row is not the newest word on id's tokens.
+func (b *Broker) hasUnsaved(id string) bool {
+	b.unsavedMu.Lock()
+	defer b.unsavedMu.Unlock()
+	_, ok := b.unsaved[id]
+	return ok
 }
 
 func (b *Broker) keepUnsaved(id, incarnation string, t *oauth.Token) {

@@ -128,6 +128,7 @@ type TokenSource struct {
 	changed  chan struct{} // closed and replaced whenever cur or retryAt changes
 	failures int           // consecutive transient refresh failures
 	retryAt  time.Time     // no automatic refresh before this (backoff)
+	onError  time.Time     // when a rejection last caused a refresh (the on-error budget)
 	lastErr  error         // the latest transient refresh failure
 	started  bool          // StartBackground was called
 	stopBg   context.CancelFunc
@@ -325,6 +326,19 @@ func (s *TokenSource) acquire(ctx context.Context, m mode, seen *oauth.Token) (*
 			return st, nil
 		}
 		m = modeToken
+	}
+	if m == modeStale && s.flight == nil {
+		// The on-error budget (lifecycle.Policy.OnErrorInterval): a
+		// rejection moments after another one caused a refresh keeps the
+		// token; the caller passes the API's answer on. A refresh in
+		// flight is joined instead.
+		g := grantOf(st.tok)
+		g.OnErrorRefreshAt = s.onError
+		if s.policy.Serves(&g, lifecycle.Rejected, true, now) {
+			s.mu.Unlock()
+			return st, nil
+		}
+		s.onError = now
 	}
 	if m == modeStale && !st.invalid {
 		inv := *st

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 )
 
 func TestNewTokenSourceValidates(t *testing.T) {
@@ -268,7 +269,9 @@ func TestRefreshStale(t *testing.T) {
 	if err != nil || got.AccessToken != "fake-access-1" || f.calls.Load() != 1 {
 		t.Fatalf("Refresh(old) = %v, %v (calls %d); want the current token, no call", got, err, f.calls.Load())
 	}
-	// A clone of the stale token counts as the same token.
+	// A clone of the stale token counts as the same token, once the
+	// on-error budget allows another refresh caused by a rejection.
+	clk.Advance(lifecycle.DefaultOnErrorInterval)
 	got, err = s.Refresh(ctx, got.Clone())
 	if err != nil || got.AccessToken != "fake-access-2" || f.calls.Load() != 2 {
 		t.Fatalf("Refresh(clone of current) = %v, %v (calls %d); want a refresh", got, err, f.calls.Load())

@@ -79,9 +79,15 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 
 	status := resp.StatusCode
+	fresh, auth, err := t.refresh(ctx, tok)
+	if err == nil && fresh.AccessToken == tok.AccessToken {
+		// The source kept the token: its on-error budget is spent (a
+		// rejection already caused a refresh moments ago). The API's
+		// answer is the answer; replaying would only earn it again.
+		return resp, nil
+	}
 	_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
 	resp.Body.Close()
-	_, auth, err = t.refresh(ctx, tok)
 	if err != nil {
 		return nil, fmt.Errorf("client: refresh after HTTP %d: %w", status, err)
 	}

@@ -18,6 +18,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/provider"
 	"github.com/tokenbroker/tokenbroker/webhook"
 )
@@ -30,7 +32,7 @@ const (
 	DefaultLogFormat      = "text"
 	DefaultMaxReplayBody  = 1 << 20 // 1 MiB
 	DefaultProxyTimeout   = 60 * time.Second
-	DefaultRefreshTimeout = 30 * time.Second
+	DefaultRefreshTimeout = 20 * time.Second
 	DefaultLeaseTTL       = 30 * time.Second
 
 	DefaultSchedulerInterval    = time.Second
@@ -79,11 +81,17 @@ type ProxyConfig struct {
 
 // RefreshConfig tunes refreshing.
 type RefreshConfig struct {
-	// Timeout bounds one call to a token endpoint. Default 30s.
+	// Timeout bounds one call to a token endpoint. Default 20s.
 	Timeout time.Duration
 	// LeaseTTL is how long a replica holds a connection's refresh lease
-	// before renewing it. Default 30s.
+	// before renewing it; it must exceed Timeout by more than
+	// broker.LeaseMargin, so that a provider call always ends before its
+	// lease could lapse. Default 30s.
 	LeaseTTL time.Duration
+	// OnErrorInterval is the on-error refresh budget: a connection is
+	// refreshed because a caller saw its token fail (a proxied 401, a
+	// Refresh-On status) at most once per interval. Default 30s.
+	OnErrorInterval time.Duration
 }
 
 // SchedulerConfig tunes the background refresh scheduler.
@@ -172,8 +180,9 @@ type fileProxy struct {
 }
 
 type fileRefresh struct {
-	Timeout  string `yaml:"timeout"`
-	LeaseTTL string `yaml:"lease_ttl"`
+	Timeout         string `yaml:"timeout"`
+	LeaseTTL        string `yaml:"lease_ttl"`
+	OnErrorInterval string `yaml:"on_error_interval"`
 }
 
 type fileScheduler struct {
@@ -261,6 +270,7 @@ func (c *Config) decode(file string, data []byte) error {
 	parseDur("proxy.timeout", f.Proxy.Timeout, &c.Proxy.Timeout)
 	parseDur("refresh.timeout", f.Refresh.Timeout, &c.Refresh.Timeout)
 	parseDur("refresh.lease_ttl", f.Refresh.LeaseTTL, &c.Refresh.LeaseTTL)
+	parseDur("refresh.on_error_interval", f.Refresh.OnErrorInterval, &c.Refresh.OnErrorInterval)
 	parseDur("scheduler.interval", f.Scheduler.Interval, &c.Scheduler.Interval)
 	c.Scheduler.Disabled = f.Scheduler.Disabled
 	c.Scheduler.Concurrency, c.Scheduler.BatchSize = f.Scheduler.Concurrency, f.Scheduler.BatchSize
@@ -381,6 +391,9 @@ func (c *Config) SetDefaults() {
 	if c.Refresh.LeaseTTL == 0 {
 		c.Refresh.LeaseTTL = DefaultLeaseTTL
 	}
+	if c.Refresh.OnErrorInterval == 0 {
+		c.Refresh.OnErrorInterval = lifecycle.DefaultOnErrorInterval
+	}
 	if c.Scheduler.Interval == 0 {
 		c.Scheduler.Interval = DefaultSchedulerInterval
 	}
@@ -449,10 +462,16 @@ func (c *Config) Validate() error {
 		{"proxy.timeout", c.Proxy.Timeout},
 		{"refresh.timeout", c.Refresh.Timeout},
 		{"refresh.lease_ttl", c.Refresh.LeaseTTL},
+		{"refresh.on_error_interval", c.Refresh.OnErrorInterval},
 		{"scheduler.interval", c.Scheduler.Interval},
 	} {
 		if d.value <= 0 {
 			bad(d.path, "must be positive, got %s", d.value)
+		}
+	}
+	if c.Refresh.Timeout > 0 && c.Refresh.LeaseTTL > 0 {
+		if err := broker.CheckLeaseTiming(c.Refresh.Timeout, c.Refresh.LeaseTTL); err != nil {
+			bad("refresh.lease_ttl", "%s (refresh.timeout is %s): another replica could take the lease while a provider call is in flight and send the same refresh token again; raise lease_ttl or lower timeout", err, c.Refresh.Timeout)
 		}
 	}
 	if c.Scheduler.Concurrency <= 0 {

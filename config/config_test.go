@@ -161,7 +161,7 @@ func TestDefaults(t *testing.T) {
 			LogLevel:           "info",
 			LogFormat:          "text",
 			Proxy:              ProxyConfig{MaxReplayBody: 1 << 20, Timeout: 60 * time.Second},
-			Refresh:            RefreshConfig{Timeout: 30 * time.Second, LeaseTTL: 30 * time.Second},
+			Refresh:            RefreshConfig{Timeout: 20 * time.Second, LeaseTTL: 30 * time.Second, OnErrorInterval: 30 * time.Second},
 			Scheduler:          SchedulerConfig{Interval: time.Second, Concurrency: 8, BatchSize: 100},
 		}
 		if c.Providers != nil {
@@ -314,6 +314,9 @@ func TestBadInputNamesField(t *testing.T) {
 		{"proxy timeout", "proxy:\n  timeout: soon\n", `proxy.timeout: "soon" is not a duration`},
 		{"lease ttl", "refresh:\n  lease_ttl: 30\n", `refresh.lease_ttl: "30" is not a duration`},
 		{"negative lease ttl", "refresh:\n  lease_ttl: -1s\n", "refresh.lease_ttl: must be positive, got -1s"},
+		{"nanosecond lease ttl", "refresh:\n  lease_ttl: 2ns\n", "refresh.lease_ttl: lease TTL 2ns is shorter than the minimum 1s"},
+		{"lease no longer than a call", "refresh:\n  timeout: 30s\n  lease_ttl: 30s\n", "refresh.lease_ttl: lease TTL 30s must exceed the refresh timeout 30s by more than 5s"},
+		{"on-error interval", "refresh:\n  on_error_interval: -5s\n", "refresh.on_error_interval: must be positive, got -5s"},
 		{"replay body", "proxy:\n  max_replay_body: lots\n", `proxy.max_replay_body: "lots" is not a size`},
 		{"negative replay body", "proxy:\n  max_replay_body: -5\n", "proxy.max_replay_body: must not be negative"},
 		{"database scheme", "database: mysql://db.example/tb\n", `database: unknown scheme "mysql"`},

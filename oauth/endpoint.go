@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/internal/wait"
@@ -419,7 +421,14 @@ func (e *Endpoint) attempts(ctx context.Context, op, endpointURL string, form ur
 		if err != nil {
 			return err
 		}
-		return handle(status, header, body)
+		err = handle(status, header, body)
+		var oe *Error
+		if (status == http.StatusBadGateway || status == http.StatusGatewayTimeout) && errors.As(err, &oe) {
+			// A gateway's answer: the server behind it may have handled the
+			// request before the gateway gave up on it.
+			oe.OutcomeUnknown = true
+		}
+		return err
 	})
 }
 
@@ -453,16 +462,25 @@ func (e *Endpoint) post(ctx context.Context, op, endpointURL string, form url.Va
 }
 
 // doRequest sends req and reads a bounded answer, closing the body. It fails
-// only when no usable answer arrived.
+// only when no usable answer arrived; then the error's OutcomeUnknown says
+// whether the request had been written, and so may have taken effect.
 func doRequest(client *http.Client, op string, req *http.Request) (int, http.Header, []byte, error) {
+	var wrote atomic.Bool
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(true) },
+	}))
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, nil, nil, NetworkError(op, err)
+		ne := NetworkError(op, err)
+		ne.OutcomeUnknown = wrote.Load()
+		return 0, nil, nil, ne
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
 	if err != nil {
-		return 0, nil, nil, NetworkError(op, fmt.Errorf("reading response: %w", err))
+		ne := NetworkError(op, fmt.Errorf("reading response: %w", err))
+		ne.OutcomeUnknown = true
+		return 0, nil, nil, ne
 	}
 	if len(body) > maxResponseBody {
 		if resp.StatusCode/100 == 2 {

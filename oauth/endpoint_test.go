@@ -484,13 +484,13 @@ func equalDurations(a, b []time.Duration) bool {
 }
 
 func TestEndpointRetryGivesUpAfterMaxAttempts(t *testing.T) {
-	p := newEPProvider(t, func(int, epRequest) epReply { return epJSON(502, `{"error":"server_error"}`) })
+	p := newEPProvider(t, func(int, epRequest) epReply { return epJSON(503, `{"error":"server_error"}`) })
 	e, s := newTestEndpoint(t, Config{TokenURL: p.url("/token"), AuthStyle: AuthStyleParams,
 		Retry: Backoff{MaxAttempts: 4}})
 	_, err := e.Refresh(t.Context(), epRefresh1)
 	oe := asError(t, err)
-	if oe.StatusCode != 502 || !errors.Is(err, ErrTransient) {
-		t.Errorf("err = %v, want transient 502", err)
+	if oe.StatusCode != 503 || !errors.Is(err, ErrTransient) || oe.OutcomeUnknown {
+		t.Errorf("err = %v (outcome unknown %v), want transient 503", err, oe.OutcomeUnknown)
 	}
 	if n := len(p.requests()); n != 4 {
 		t.Errorf("provider saw %d requests, want MaxAttempts=4", n)

@@ -64,6 +64,12 @@ type Error struct {
 	URI string
 	// RetryAfter is the provider's Retry-After, zero when it sent none.
 	RetryAfter time.Duration
+	// OutcomeUnknown: the request may have reached the server but no answer
+	// came back (a timeout or a reset after it was written; a gateway's 502
+	// or 504), so whether it took effect is not known. For a refresh at a
+	// provider that rotates refresh tokens, that decides whether the token
+	// may be sent again (package lifecycle).
+	OutcomeUnknown bool
 	// Kind says whether trying again can help.
 	Kind Kind
 	// Err is the underlying cause (a network error, a context error), if any.
@@ -76,6 +82,11 @@ const (
 	CodeInvalidResponse = "invalid_response" // a response that is not a token response
 	CodeNoRefreshToken  = "no_refresh_token" // nothing to refresh with
 	CodeRefreshExpired  = "refresh_token_expired"
+	// CodeOutcomeUnknown marks a grant whose last refresh may or may not
+	// have reached a provider that revokes a refresh token once used: the
+	// stored refresh token may be spent, and sending it again may revoke
+	// the whole grant, so it is sent again only when a person says so.
+	CodeOutcomeUnknown = "refresh_outcome_unknown"
 )
 
 func (e *Error) Error() string {

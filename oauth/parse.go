@@ -1006,3 +1006,10 @@ func truncateUTF8(s string, n int) string {
 	}
 	return s[:cut] + mark
 }
+
+// Scrub returns text with every one of secrets (values of at least 8 bytes,
+// as given and as error text would render them) replaced by "[redacted]".
+// It is for provider error text kept beside the tokens it may echo.
+func Scrub(text string, secrets ...string) string {
+	return newSecretSet(secrets).safeText(text)
+}

@@ -93,13 +93,17 @@ func (b Backoff) Delay(attempt int, rnd float64) time.Duration {
 }
 
 // retryable reports whether trying the same request again may get a
-// different answer: no answer at all, a garbled success, 408, 429 or 5xx.
+// different answer and is safe: no answer at all, a garbled success, 408,
+// 429 or 5xx. A refresh whose outcome is unknown is not retried here: at a
+// provider that revokes a refresh token once used, sending it again may
+// revoke the whole grant, and only the caller knows the provider's rotation
+// (package lifecycle decides).
 // Other 4xx answers are returned as they are even when their Kind is
 // transient (invalid_request, say): the same request earns the same answer,
 // and whether to try again later is the caller's policy. A 401 in particular
 // is the provider's verdict on the client, never a reason to ask again.
 func retryable(e *Error) bool {
-	if e.Kind != KindTransient {
+	if e.Kind != KindTransient || (e.OutcomeUnknown && e.Op == "refresh") {
 		return false
 	}
 	switch s := e.StatusCode; {
@@ -117,14 +121,10 @@ func retryable(e *Error) bool {
 // is spent, sleeping [Backoff.Delay] between attempts and at least as long as
 // the provider's Retry-After.
 //
-// A refresh with a rotating refresh token is retried too, although a request
-// whose answer was lost (a reset connection, a 502 from a gateway after the
-// provider handled it) may already have spent the token, so the retry replays
-// it. That is still the right call: providers with a grace window answer the
-// replay with the same or a fresh token, and for the others the token is
-// already dead and the replay merely earns the invalid_grant that reports it;
-// not retrying would turn every lost answer into a failure without saving
-// the grant.
+// A refresh whose request may have reached the provider (its answer was
+// lost: a reset connection, a 502 or 504 from a gateway) is not retried:
+// it is returned with OutcomeUnknown set, and the caller, who knows whether
+// the provider revokes a used refresh token, decides (package lifecycle).
 func (e *Endpoint) withRetry(ctx context.Context, op string, try func(context.Context) error) error {
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {

@@ -112,6 +112,9 @@ type upstream struct {
 	mu       sync.Mutex
 	requests []seenRequest
 	reject   map[string]int // access token -> status
+	// rejectAll, when not zero, is the status for every token: an API that
+	// refuses a call for reasons other than the token.
+	rejectAll int
 }
 
 type seenRequest struct {
@@ -147,6 +150,9 @@ func newUpstream(t testing.TB) *upstream {
 		status := 0
 		if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 			status = u.reject[tok]
+		}
+		if u.rejectAll != 0 {
+			status = u.rejectAll
 		}
 		u.mu.Unlock()
 		if status != 0 {

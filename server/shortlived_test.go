@@ -93,3 +93,54 @@ func TestShortLivedTokensThroughTheAPI(t *testing.T) {
 		t.Fatalf("refresh token reuse detected %d times", n)
 	}
 }
+
+// TestProxyOnErrorBudget: an upstream that answers 401 (or a caller's
+// Refresh-On status) for reasons other than the token costs one provider
+// refresh per on-error interval, not one per call; within it the upstream's
+// answer is passed back to the caller, unreplayed.
+func TestProxyOnErrorBudget(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.importConn("c1", provAcme, nil)
+	h.upstream.mu.Lock()
+	h.upstream.rejectAll = http.StatusUnauthorized
+	h.upstream.mu.Unlock()
+	for i := range 20 {
+		r := h.do("GET", "/v1/proxy/c1/me", h.tokensKey, nil, nil)
+		if r.status != http.StatusUnauthorized || !strings.Contains(string(r.body), "says no") {
+			t.Fatalf("call %d: %d %s, want the upstream's 401 passed back", i, r.status, r.body)
+		}
+	}
+	if n := h.authz.RefreshCalls(); n != 1 {
+		t.Fatalf("%d refreshes for 20 serial calls answered 401, want 1", n)
+	}
+	upstreamCalls := len(h.upstream.calls())
+	if upstreamCalls != 21 {
+		t.Fatalf("the upstream saw %d calls, want 21 (one replay, after the one refresh)", upstreamCalls)
+	}
+
+	// 300 calls at 16 concurrent, with Refresh-On: 403 against an upstream
+	// that answers 403 for its own reasons.
+	h.upstream.mu.Lock()
+	h.upstream.rejectAll = http.StatusForbidden
+	h.upstream.mu.Unlock()
+	h.clock.Advance(time.Minute) // the budget allows one more refresh
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for range 300 {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			req, _ := http.NewRequest("GET", h.api.URL+"/v1/proxy/c1/me", nil)
+			req.Header.Set("Authorization", "Bearer "+h.tokensKey)
+			req.Header.Set("Refresh-On", "403")
+			if resp, err := h.api.Client().Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	if n := h.authz.RefreshCalls(); n != 2 {
+		t.Fatalf("%d refreshes in all, want 2: one per on-error interval", n)
+	}
+}

@@ -66,6 +66,9 @@ type Connection struct {
 	// caps the refresh window (package lifecycle). Zero for rows written
 	// before it was recorded.
 	IssuedAt time.Time
+	// OnErrorRefreshAt is when a caller's report of a failing token last
+	// caused a refresh (the on-error budget, package lifecycle).
+	OnErrorRefreshAt time.Time
 	// ExpiresAt is the access token's expiry; zero only when unknown and no
 	// default applies.
 	ExpiresAt time.Time

@@ -170,9 +170,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		}
 		limits[name] = scheduler.Limit{Rate: p.TokenRateLimit, Burst: p.TokenRateBurst}
 		providers[name] = broker.Provider{
-			Name:     name,
-			Endpoint: ep,
-			Policy:   policyOf(p),
+			Name:       name,
+			Endpoint:   ep,
+			Policy:     policyOf(p, cfg.Refresh),
+			TokenRate:  p.TokenRateLimit,
+			TokenBurst: p.TokenRateBurst,
 			// With an issuer the endpoints may be discovered; the endpoint
 			// answers oauth.ErrNoIntrospection/ErrNoRevocation if not.
 			CanIntrospect: p.IntrospectionURL != "" || p.Issuer != "",
@@ -256,8 +258,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 }
 
 // policyOf is the lifecycle policy a provider profile describes.
-func policyOf(p provider.Profile) lifecycle.Policy {
+func policyOf(p provider.Profile, r config.RefreshConfig) lifecycle.Policy {
 	return lifecycle.Policy{
+		OnErrorInterval:      r.OnErrorInterval,
 		Window:               p.RefreshWindow,
 		DefaultLifetime:      p.DefaultExpiresIn,
 		RefreshTokenLifetime: p.RefreshTokenLifetime,

@@ -279,6 +279,18 @@ func (s *Server) DenyConsent(deny bool) { s.deny.Store(deny) }
 // being held from now on. Zero (or less) turns the delay off.
 func (s *Server) SetTokenDelay(d time.Duration) { s.tokenDelay.Store(int64(max(d, 0))) }
 
+// OnHold calls f each time a token-endpoint answer starts being held back by
+// the token delay: the request has been processed (a refresh token used,
+// a new pair stored) and its answer is not yet sent. Tests wait on it to act
+// while a refresh is in flight. Nil removes f.
+func (s *Server) OnHold(f func()) {
+	if f == nil {
+		s.onHold.Store(nil)
+		return
+	}
+	s.onHold.Store(&f)
+}
+
 // FailNext makes the next n token-endpoint requests answer status, header
 // and body without being processed: no grant is used, nothing rotates. Then
 // normal answers resume. The header is sent as given; without a

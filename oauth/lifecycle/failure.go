@@ -18,10 +18,26 @@ import (
 // request can only fail the same way; Dex answers a spent refresh token with
 // 400 invalid_request) unless the policy says the provider's 400s are
 // transient. Errors that are not an *oauth.Error are transient.
+//
+// A refresh whose outcome is unknown (oauth.Error.OutcomeUnknown: the
+// request may have reached the provider, no answer came back) depends on
+// the provider's rotation. Where a used refresh token stays valid (none,
+// rotate_keep_old) or stays valid for a while (rotate_grace, within the
+// grace), sending it again is safe: the failure is transient. Where it is
+// revoked at once (rotate, the default), sending it again may be the double
+// spend that revokes the grant: the failure is terminal, with the distinct
+// code oauth.CodeOutcomeUnknown, and only a person's forced refresh sends
+// the token again (PersonMayRetry).
 func (p Policy) Classify(err error) error {
 	var oe *oauth.Error
 	if !errors.As(err, &oe) {
 		return err
+	}
+	if oe.OutcomeUnknown && oe.Op == "refresh" && (p.Rotation == "" || p.Rotation == RotationRotate) {
+		return &oauth.Error{Op: oe.Op, StatusCode: oe.StatusCode, Code: oauth.CodeOutcomeUnknown, Kind: oauth.KindTerminal,
+			OutcomeUnknown: true, Err: err,
+			Description: "the refresh may have reached the provider, which revokes a refresh token once used, but no answer came back; " +
+				"refresh the connection by hand if the provider still accepts its refresh token, else reconnect it"}
 	}
 	if oe.Kind == oauth.KindTransient && oe.StatusCode == http.StatusBadRequest && !p.BadRequestTransient &&
 		oe.Code != "slow_down" && oe.Code != "temporarily_unavailable" {
@@ -75,10 +91,24 @@ func Fail(g Grant, cause error, p Policy, now time.Time, rnd float64) (Grant, Ve
 		f.Message = fmt.Sprintf("refresh has failed since %s (%d attempts); last: %s",
 			f.FirstAt.UTC().Format(time.RFC3339), f.Attempts, message)
 	}
+	if verdict == CoolingDown && oe != nil && oe.OutcomeUnknown && p.Rotation == RotationRotateGrace {
+		// The refresh token the lost request carried stays valid for the
+		// grace only: try again inside it, or not at all.
+		if p.RotationGrace <= 0 || now.Sub(f.FirstAt) >= p.RotationGrace {
+			verdict = NeedsReauth
+			f.Code = oauth.CodeOutcomeUnknown
+			f.Message = "the refresh may have reached the provider but no answer came back, and its rotation grace has passed; refresh the connection by hand if the provider still accepts its refresh token, else reconnect it"
+			cause = &oauth.Error{Op: oe.Op, Code: oauth.CodeOutcomeUnknown, Kind: oauth.KindTerminal, OutcomeUnknown: true, Err: cause, Description: f.Message}
+		}
+	}
 	if verdict == NeedsReauth {
 		g.Status = StatusNeedsReauth
 	} else {
-		f.NextAttemptAt = now.Add(p.CooldownAfter(f.Attempts, retryAfter, rnd))
+		wait := p.CooldownAfter(f.Attempts, retryAfter, rnd)
+		if oe != nil && oe.OutcomeUnknown && p.Rotation == RotationRotateGrace {
+			wait = min(wait, p.RotationGrace/4)
+		}
+		f.NextAttemptAt = now.Add(wait)
 	}
 	g.Failure = &f
 	g.NextRefreshAt = p.NextRefresh(&g, rnd)
@@ -135,4 +165,12 @@ func NoRefreshError(g *Grant) *oauth.Error {
 	}
 	return &oauth.Error{Op: "refresh", Code: oauth.CodeRefreshExpired, Kind: oauth.KindTerminal,
 		Description: "the refresh token has expired; reconnect to obtain a new grant"}
+}
+
+// PersonMayRetry reports whether g failed in a way that a person may clear
+// by asking for a refresh now (rather than by reconnecting): its last
+// refresh's outcome is unknown, and only a person can say that sending the
+// same refresh token again is safe.
+func PersonMayRetry(g *Grant) bool {
+	return g.Failure != nil && g.Failure.Code == oauth.CodeOutcomeUnknown
 }

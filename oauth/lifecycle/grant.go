@@ -66,6 +66,9 @@ type Grant struct {
 
 	// LastRefreshAt is when the grant was last refreshed; zero if never.
 	LastRefreshAt time.Time
+	// OnErrorRefreshAt is when a caller's report of a failing token last
+	// caused a refresh: the on-error budget allows one per OnErrorInterval.
+	OnErrorRefreshAt time.Time
 	// NextRefreshAt is when the schedule refreshes the grant next; zero
 	// when there is nothing to schedule.
 	NextRefreshAt time.Time
@@ -165,7 +168,9 @@ func (r Reason) String() string {
 // Serves reports whether g's current token answers a request for reason at
 // now, so that no refresh is needed. For Rejected, rejectedIsCurrent says
 // whether the token the caller saw fail is still g's current one (if not,
-// someone refreshed meanwhile and the new token answers).
+// someone refreshed meanwhile and the new token answers); the current token
+// answers too while the on-error budget is spent: a caller's report already
+// caused a refresh less than OnErrorInterval ago.
 func (p Policy) Serves(g *Grant, reason Reason, rejectedIsCurrent bool, now time.Time) bool {
 	if g.Status != StatusActive || !g.HasAccessToken {
 		return false
@@ -180,7 +185,11 @@ func (p Policy) Serves(g *Grant, reason Reason, rejectedIsCurrent bool, now time
 		notYet := g.NextRefreshAt.IsZero() || now.Before(g.NextRefreshAt)
 		return notYet && p.Fresh(g.IssuedAt, g.ExpiresAt, now) && !p.KeepAliveDue(g, now)
 	case Rejected:
-		return !rejectedIsCurrent
+		// Someone refreshed since the caller's token was handed out; or a
+		// caller's report already caused a refresh within the interval (the
+		// on-error budget: the caller gets the token back and passes the
+		// API's answer on).
+		return !rejectedIsCurrent || (!g.OnErrorRefreshAt.IsZero() && now.Sub(g.OnErrorRefreshAt) < p.onErrorInterval())
 	}
 	return false
 }
@@ -201,6 +210,9 @@ const (
 	// Refreshed: the grant's own renewal (a refresh, or asking again with
 	// client credentials). The chain continues.
 	Refreshed Origin = iota
+	// RefreshedOnError: as Refreshed, caused by a caller's report that the
+	// token failed; it spends the on-error budget.
+	RefreshedOnError
 	// Granted: a new grant, imported or obtained by the connect flow.
 	Granted
 	// Introspected: the provider told the real expiry of the current
@@ -286,7 +298,7 @@ func Apply(g Grant, origin Origin, ans *oauth.Token, p Policy, now time.Time, ji
 			next.RefreshExpiresAt = next.IssuedAt.Add(p.RefreshTokenLifetime)
 		}
 		next.RefreshHardExpiresAt = ans.RefreshHardExpiry
-		if next.RefreshHardExpiresAt.IsZero() && origin == Refreshed {
+		if next.RefreshHardExpiresAt.IsZero() && origin != Granted {
 			// The hard limit is the chain's: rotation does not move it.
 			next.RefreshHardExpiresAt = g.RefreshHardExpiresAt
 		}
@@ -303,8 +315,11 @@ func Apply(g Grant, origin Origin, ans *oauth.Token, p Policy, now time.Time, ji
 		next.HasRefreshToken = false
 		next.RefreshExpiresAt, next.RefreshHardExpiresAt = time.Time{}, time.Time{}
 	}
-	if origin == Refreshed {
+	if origin != Granted {
 		next.LastRefreshAt = now
+	}
+	if origin == RefreshedOnError {
+		next.OnErrorRefreshAt = now
 	}
 	next.NextRefreshAt = p.NextRefresh(&next, jitter)
 	return next, src, nil

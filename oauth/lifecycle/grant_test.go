@@ -355,3 +355,75 @@ func TestRefreshTokenEnds(t *testing.T) {
 		t.Errorf("NoRefreshError = %v", e)
 	}
 }
+
+// TestOnErrorBudget: a caller's report of a failing token causes at most
+// one refresh per OnErrorInterval; within it the current token answers.
+func TestOnErrorBudget(t *testing.T) {
+	p := Policy{OnErrorInterval: 30 * time.Second}
+	g := active(t0, time.Hour)
+	if p.Serves(&g, Rejected, true, t0.Add(time.Second)) {
+		t.Fatal("the first rejection did not cause a refresh")
+	}
+	ans := oauth.Token{AccessToken: "a2", Expiry: t0.Add(2 * time.Hour)}
+	g2, _, err := Apply(g, RefreshedOnError, &ans, p, t0.Add(time.Second), 0)
+	if err != nil || !g2.OnErrorRefreshAt.Equal(t0.Add(time.Second)) {
+		t.Fatalf("Apply(RefreshedOnError): %v, on-error refresh at %v", err, g2.OnErrorRefreshAt)
+	}
+	if !p.Serves(&g2, Rejected, true, t0.Add(30*time.Second)) {
+		t.Error("a second rejection within the interval caused another refresh")
+	}
+	if p.Serves(&g2, Rejected, true, t0.Add(31*time.Second)) {
+		t.Error("a rejection after the interval did not cause a refresh")
+	}
+	g3, _, _ := Apply(g2, Refreshed, &ans, p, t0.Add(2*time.Second), 0)
+	if !g3.OnErrorRefreshAt.Equal(g2.OnErrorRefreshAt) {
+		t.Error("a scheduled refresh moved the on-error budget")
+	}
+}
+
+// TestOutcomeUnknown: whether a refresh that may have reached the provider
+// is sent again depends on what the provider does with a used token.
+func TestOutcomeUnknown(t *testing.T) {
+	lost := &oauth.Error{Op: "refresh", Code: oauth.CodeNetwork, OutcomeUnknown: true}
+	g := active(t0, time.Hour)
+	for _, tc := range []struct {
+		rotation Rotation
+		grace    time.Duration
+		terminal bool
+	}{
+		{"", 0, true},
+		{RotationRotate, 0, true},
+		{RotationRotateGrace, 10 * time.Minute, false},
+		{RotationRotateGrace, 0, true},
+		{RotationRotateKeepOld, 0, false},
+		{RotationNone, 0, false},
+	} {
+		p := Policy{Rotation: tc.rotation, RotationGrace: tc.grace}
+		got, v, err := Fail(g, lost, p, t0, 0.5)
+		if oauth.Terminal(err) != tc.terminal || (v == NeedsReauth) != tc.terminal {
+			t.Errorf("%q grace %v: terminal %v verdict %v, want terminal %v", tc.rotation, tc.grace, oauth.Terminal(err), v, tc.terminal)
+			continue
+		}
+		if tc.terminal {
+			if got.Failure.Code != oauth.CodeOutcomeUnknown || !PersonMayRetry(&got) {
+				t.Errorf("%q: failure code %q, want %q, retryable by a person", tc.rotation, got.Failure.Code, oauth.CodeOutcomeUnknown)
+			}
+			continue
+		}
+		if tc.rotation == RotationRotateGrace && got.Failure.NextAttemptAt.After(t0.Add(tc.grace/4)) {
+			t.Errorf("rotate_grace: next attempt %v after the failure, want inside the grace", got.Failure.NextAttemptAt.Sub(t0))
+		}
+	}
+	// rotate_grace, failing past the grace: nobody may send the token again.
+	p := Policy{Rotation: RotationRotateGrace, RotationGrace: time.Minute}
+	g1, _, _ := Fail(g, lost, p, t0, 0)
+	g2, v, err := Fail(g1, lost, p, t0.Add(2*time.Minute), 0)
+	if v != NeedsReauth || !oauth.Terminal(err) || g2.Failure.Code != oauth.CodeOutcomeUnknown {
+		t.Errorf("past the grace: verdict %v code %q", v, g2.Failure.Code)
+	}
+	// A lost client-credentials request is always safe to repeat.
+	cc := &oauth.Error{Op: "client_credentials", Code: oauth.CodeNetwork, OutcomeUnknown: true}
+	if _, v, _ := Fail(g, cc, Policy{}, t0, 0); v != CoolingDown {
+		t.Error("a lost client-credentials request made the grant need a person")
+	}
+}

@@ -22,6 +22,9 @@ const (
 	// callers ask for it.
 	DefaultCooldownBase = 30 * time.Second
 	DefaultCooldownMax  = 4 * time.Hour
+	// DefaultOnErrorInterval: at most one refresh per connection per 30
+	// seconds because callers saw its token fail.
+	DefaultOnErrorInterval = 30 * time.Second
 )
 
 // MinWindow is the floor of the effective window: a token is never handed
@@ -89,6 +92,12 @@ type Policy struct {
 	// GiveUpAfter turns transient failures that have lasted this long into
 	// needs_reauth; zero means DefaultGiveUpAfter.
 	GiveUpAfter time.Duration
+	// OnErrorInterval is the on-error refresh budget: a token younger than
+	// this is not refreshed again because a caller saw it fail; the caller
+	// gets the current token back, and passes the API's answer on. An API
+	// that answers 401 for reasons other than the token would otherwise
+	// cost one refresh per call. Zero means DefaultOnErrorInterval.
+	OnErrorInterval time.Duration
 	// Cooldown spaces out attempts after transient failures (Base and Max;
 	// MaxAttempts is not used). Zero fields take DefaultCooldownBase and
 	// DefaultCooldownMax.
@@ -112,6 +121,8 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("lifecycle: rotation grace %v is negative", p.RotationGrace)
 	case p.GiveUpAfter < 0:
 		return fmt.Errorf("lifecycle: give-up time %v is negative", p.GiveUpAfter)
+	case p.OnErrorInterval < 0:
+		return fmt.Errorf("lifecycle: on-error interval %v is negative", p.OnErrorInterval)
 	case p.Cooldown.Base < 0 || p.Cooldown.Max < 0:
 		return fmt.Errorf("lifecycle: cooldown %v..%v is negative", p.Cooldown.Base, p.Cooldown.Max)
 	}
@@ -123,6 +134,13 @@ func (p Policy) window() time.Duration {
 		return DefaultWindow
 	}
 	return p.Window
+}
+
+func (p Policy) onErrorInterval() time.Duration {
+	if p.OnErrorInterval <= 0 {
+		return DefaultOnErrorInterval
+	}
+	return p.OnErrorInterval
 }
 
 func (p Policy) giveUpAfter() time.Duration {

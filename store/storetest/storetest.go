@@ -97,6 +97,7 @@ func fullConnection(id string, now time.Time) store.Connection {
 		LastUsedAt:           at(-time.Second + 11),
 		NextRefreshAt:        at(50*time.Minute + 19),
 		IssuedAt:             at(-time.Minute + 23),
+		OnErrorRefreshAt:     at(-time.Minute + 29),
 		Failure: &store.Failure{
 			Code:          "http_503",
 			Message:       "upstream said: try later (fake)",
@@ -177,6 +178,7 @@ func dataDiff(got, want store.Connection) []string {
 	check(sameTime(got.LastUsedAt, want.LastUsedAt), "LastUsedAt")
 	check(sameTime(got.NextRefreshAt, want.NextRefreshAt), "NextRefreshAt")
 	check(sameTime(got.IssuedAt, want.IssuedAt), "IssuedAt")
+	check(sameTime(got.OnErrorRefreshAt, want.OnErrorRefreshAt), "OnErrorRefreshAt")
 	check(sameFailure(got.Failure, want.Failure), "Failure")
 	check(sameJSON(got.Metadata, want.Metadata), "Metadata")
 	return d

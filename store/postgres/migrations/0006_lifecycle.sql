@@ -3,6 +3,10 @@
 -- rules read as "lifetime unknown" (the provider's default lifetime applies).
 ALTER TABLE connections ADD COLUMN issued_at timestamptz;
 
+-- When a caller's report of a failing token last caused a refresh: the
+-- on-error budget allows one such refresh per connection per interval.
+ALTER TABLE connections ADD COLUMN on_error_refresh_at timestamptz;
+
 -- Which life of the connection id this row is: a new value on every create,
 -- so that nothing bound to a deleted connection (an in-flight refresh, a
 -- cached or unsaved token) is ever applied to one created again under the

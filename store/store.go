@@ -377,7 +377,10 @@ type Delivery struct {
 // when a dispatcher first claims it (fan-out), for the endpoints that
 // dispatcher names. Both backends implement it.
 type Outbox interface {
-	// ClaimDeliveries fans events not yet fanned out to endpoints, then
+	// ClaimDeliveries fans events not yet fanned out to endpoints (each
+	// endpoint gets the events that happened from when it was first named,
+	// less EndpointStartSlack, or named again after EndpointGoneAfter
+	// unnamed; not the history before), then
 	// claims up to limit deliveries to those endpoints that are pending and
 	// due at now, for owner until now+lease. Of concurrent claimers, in one
 	// process or several, at most one gets a delivery while its claim lives;
@@ -444,6 +447,13 @@ func (cs ConnectSession) Validate() error {
 
 // Bounds on the Outbox methods' work per call, shared by the backends.
 const (
+	// EndpointStartSlack is how far before it is first named an endpoint's
+	// events begin, so that events written while the process that names
+	// it was starting are not missed.
+	EndpointStartSlack = time.Minute
+	// EndpointGoneAfter: an endpoint not named by any claim for this long
+	// was removed; when it is named again it starts afresh, from then on.
+	EndpointGoneAfter = 7 * 24 * time.Hour
 	// OutboxFanOutBatch caps the events one claim fans out, so a long
 	// backlog (no dispatcher ran for a while) is worked through in steps
 	// rather than in one long write transaction.

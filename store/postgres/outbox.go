@@ -132,12 +132,21 @@ func (s *Store) ClaimDeliveries(ctx context.Context, owner string, endpoints []s
 		}
 		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 		{
+			if _, err := tx.Exec(ctx, `INSERT INTO outbox_endpoints (name, since, seen_at)
+				SELECT ep, $2, $3 FROM unnest($1::text[]) ep
+				ON CONFLICT (name) DO UPDATE SET
+					since = CASE WHEN outbox_endpoints.seen_at < $4 THEN excluded.since ELSE outbox_endpoints.since END,
+					seen_at = excluded.seen_at`,
+				endpoints, stored(now.Add(-store.EndpointStartSlack)), stored(now), stored(now.Add(-store.EndpointGoneAfter))); err != nil {
+				return s.fail(ctx, op, err)
+			}
 			if _, err := tx.Exec(ctx, `WITH fresh AS (
-					SELECT id FROM outbox_events WHERE NOT fanned_out
+					SELECT id, at FROM outbox_events WHERE NOT fanned_out
 					ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED
 				), fanned AS (
 					INSERT INTO outbox_deliveries (event_id, endpoint, next_attempt_at)
-					SELECT f.id, ep, $2 FROM fresh f CROSS JOIN unnest($1::text[]) ep
+					SELECT f.id, ep.name, $2 FROM fresh f
+					JOIN outbox_endpoints ep ON ep.name = ANY($1::text[]) AND f.at >= ep.since
 					ON CONFLICT DO NOTHING
 				)
 				UPDATE outbox_events SET fanned_out = true WHERE id IN (SELECT id FROM fresh)`,

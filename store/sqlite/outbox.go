@@ -120,9 +120,19 @@ func (s *Store) ClaimDeliveries(ctx context.Context, owner string, endpoints []s
 		return nil, s.fail(ctx, op, err)
 	}
 	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO outbox_endpoints (name, since, seen_at)
+		SELECT value, ?, ? FROM json_each(?) WHERE true
+		ON CONFLICT (name) DO UPDATE SET
+			since = CASE WHEN seen_at < ? THEN excluded.since ELSE since END,
+			seen_at = excluded.seen_at`,
+		now.Add(-store.EndpointStartSlack).UnixMicro(), now.UnixMicro(), eps,
+		now.Add(-store.EndpointGoneAfter).UnixMicro()); err != nil {
+		return nil, s.fail(ctx, op, err)
+	}
 	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO outbox_deliveries (event_id, endpoint, next_attempt_at)
-		SELECT e.id, ep.value, ?
-		FROM (SELECT id FROM outbox_events WHERE fanned_out = 0 ORDER BY id LIMIT ?) e, json_each(?) ep`,
+		SELECT e.id, ep.name, ?
+		FROM (SELECT id, at FROM outbox_events WHERE fanned_out = 0 ORDER BY id LIMIT ?) e
+		JOIN outbox_endpoints ep ON ep.name IN (SELECT value FROM json_each(?)) AND e.at >= ep.since`,
 		now.UnixMicro(), store.OutboxFanOutBatch, eps); err != nil {
 		return nil, s.fail(ctx, op, err)
 	}

@@ -18,6 +18,7 @@ var outboxTests = []struct {
 	{"FailedWritesQueueNothing", testFailedWritesQueueNothing},
 	{"ClaimAckRetry", testClaimAckRetry},
 	{"FanOut", testFanOut},
+	{"NewEndpointGetsNoHistory", testNewEndpointGetsNoHistory},
 	{"ConcurrentClaimers", testConcurrentOutboxClaimers},
 	{"ConnectionEventsAndPrune", testConnectionEventsAndPrune},
 }
@@ -377,6 +378,8 @@ func testConnectionEventsAndPrune(t *testing.T, s store.Backend, clk *Clock) {
 	c = mustCreate(t, s, c, []store.Event{outboxEvent("connection.created", c.ID, clk.Now())}...)
 	other := minimalConnection("conn-other")
 	mustCreate(t, s, other, []store.Event{outboxEvent("connection.created", other.ID, clk.Now())}...)
+	// The endpoint was configured all along: it gets every event.
+	mustClaim(t, o, "owner-a", []string{"hook"}, clk.Now(), 100)
 	for i := range 5 {
 		clk.Advance(24 * time.Hour)
 		var err error
@@ -417,5 +420,43 @@ func testConnectionEventsAndPrune(t *testing.T, s store.Backend, clk *Clock) {
 	}
 	if n, _ := o.OutboxBacklog(ctx); n != 3 {
 		t.Errorf("backlog after pruning = %d, want the 3 deliveries of the remaining events", n)
+	}
+}
+
+// testNewEndpointGetsNoHistory: events that wait in the outbox because no
+// endpoint was configured are not sent to the first endpoint added later,
+// nor is an endpoint added beside another sent what came before it; both
+// get what happens from then on (less EndpointStartSlack).
+func testNewEndpointGetsNoHistory(t *testing.T, s store.Backend, clk *Clock) {
+	old := minimalConnection("conn-old")
+	mustCreate(t, s, old, outboxEvent("connection.created", old.ID, clk.Now()))
+	clk.Advance(time.Hour)
+	if got := mustClaim(t, s, "owner", []string{"first"}, clk.Now(), 100); len(got) != 0 {
+		t.Fatalf("a new endpoint got %d events from before it was added", len(got))
+	}
+	recent := minimalConnection("conn-recent")
+	mustCreate(t, s, recent, outboxEvent("connection.created", recent.ID, clk.Now().Add(-30*time.Second)))
+	clk.Advance(time.Second)
+	got := mustClaim(t, s, "owner", []string{"first"}, clk.Now(), 100)
+	if len(got) != 1 || got[0].Event.ConnectionID != recent.ID {
+		t.Fatalf("claimed %d deliveries, want the one event written while it was being added", len(got))
+	}
+	if err := s.AckDelivery(t.Context(), got[0].Event.ID, "first"); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Hour)
+	later := minimalConnection("conn-later")
+	mustCreate(t, s, later, outboxEvent("connection.created", later.ID, clk.Now()))
+	clk.Advance(time.Second)
+	got = mustClaim(t, s, "owner", []string{"first", "second"}, clk.Now(), 100)
+	endpoints := map[string]bool{}
+	for _, d := range got {
+		if d.Event.ConnectionID != later.ID {
+			t.Errorf("delivery of %s to %s: an event from before", d.Event.ConnectionID, d.Endpoint)
+		}
+		endpoints[d.Endpoint] = true
+	}
+	if !endpoints["first"] || !endpoints["second"] {
+		t.Fatalf("new events went to %v, want both endpoints", endpoints)
 	}
 }

@@ -537,14 +537,16 @@ func TestDeadLeaseHolderBlocksOnlyUntilExpiry(t *testing.T) {
 }
 
 // flakyStore fails compare-and-swap writes while down is set, as a database
-// that went away between the provider's answer and the save would.
+// that went away between the provider's answer and the save would. The
+// write that marks a refresh as started (RefreshStartedAt set) goes
+// through: the database was there when the refresh began.
 type flakyStore struct {
 	store.Backend
 	down atomic.Bool
 }
 
 func (f *flakyStore) CompareAndSwap(ctx context.Context, c store.Connection, events ...store.Event) (store.Connection, error) {
-	if f.down.Load() {
+	if f.down.Load() && c.RefreshStartedAt.IsZero() {
 		return store.Connection{}, store.ErrUnavailable
 	}
 	return f.Backend.CompareAndSwap(ctx, c, events...)

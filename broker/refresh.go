@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -226,6 +227,24 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, reason lifecycle.
 		return Token{}, b.recordFailure(ctx, c, p, lifecycle.NoRefreshError(&g))
 	}
 
+	// A refresh a previous lease holder started and never finished (its
+	// process stopped while the provider answered) may have spent the
+	// refresh token: at a provider that revokes a used one, sending it
+	// again may revoke the grant, so a person must decide.
+	if !c.RefreshStartedAt.IsZero() && !p.Policy.MaySendAgain(c.RefreshStartedAt, now) {
+		lost := &oauth.Error{Op: "refresh", Code: oauth.CodeNetwork, Kind: oauth.KindTransient, OutcomeUnknown: true,
+			Description: "an earlier refresh of this connection, started " + c.RefreshStartedAt.UTC().Format(time.RFC3339) +
+				", never finished: its process stopped while the provider may have answered"}
+		return Token{}, b.recordFailure(ctx, c, p, lost, refreshToken)
+	}
+	if p.Policy.MarksRefreshes() {
+		marked, err := b.markStarted(ctx, c, b.now())
+		if err != nil {
+			return Token{}, err
+		}
+		c = marked
+	}
+
 	// Step 5: call the provider, renewing the lease while it works.
 	tok, err := b.callProvider(ctx, c, p, l, func(ctx context.Context) (*oauth.Token, error) {
 		return p.Endpoint.Refresh(ctx, refreshToken)
@@ -259,6 +278,28 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, reason lifecycle.
 	}
 	saved = b.learnExpiry(ctx, saved, p, tok.AccessToken)
 	return b.tokenOf(&saved)
+}
+
+// markStarted records, under the lease, that a refresh of c is about to
+// send its refresh token (store.Connection.RefreshStartedAt), and returns
+// the row written. The write of the answer or of the failure clears it.
+func (b *Broker) markStarted(ctx context.Context, c *store.Connection, now time.Time) (*store.Connection, error) {
+	marked, err := store.Update(ctx, b.store, c.ID, func(old store.Connection) (store.Connection, []Event, error) {
+		if old.Incarnation != c.Incarnation {
+			return old, nil, store.ErrNotFound
+		}
+		if !bytes.Equal(old.RefreshToken, c.RefreshToken) {
+			// Written by someone else under our lease: it lapsed. Leave it.
+			return old, nil, &oauth.Error{Op: "refresh", Code: "lease_lost", Kind: oauth.KindTransient,
+				Description: "the connection's tokens changed while this refresh held its lease; try again", RetryAfter: time.Second}
+		}
+		old.RefreshStartedAt = now
+		return old, nil, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &marked, nil
 }
 
 // callProvider runs one call to the provider's token endpoint for c under
@@ -374,6 +415,7 @@ func (b *Broker) saveRenewed(ctx context.Context, c *store.Connection, p Provide
 			}
 		}
 		next, err := b.land(row, origin, tok, p, now)
+		next.RefreshStartedAt = time.Time{}
 		events = nil
 		if g := grantOf(&row); g.Failing() {
 			events = []Event{b.event(EventRecovered, &next, "")}
@@ -450,6 +492,7 @@ func (b *Broker) recordFailure(ctx context.Context, c *store.Connection, p Provi
 			return old, nil, store.ErrNotFound // deleted and created again: not this grant's failure
 		}
 		next, events, cerr := b.failed(old, cause, p, b.now())
+		next.RefreshStartedAt = time.Time{}
 		if next.Failure != nil {
 			f := *next.Failure
 			f.Message = oauth.Scrub(f.Message, secrets...)

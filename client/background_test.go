@@ -22,12 +22,13 @@ func TestBackgroundRefreshAhead(t *testing.T) {
 		s.StartBackground(context.Background())
 		s.StartBackground(context.Background()) // no second loop
 
-		// Due at 55m; jitter is at most a tenth of the 5m window.
-		time.Sleep(54 * time.Minute)
+		// Due at 55m; the schedule's jitter is at most a quarter of the 5m
+		// window (lifecycle.Policy.NextRefresh).
+		time.Sleep(53*time.Minute + 30*time.Second)
 		if n := f.calls.Load(); n != 0 {
 			t.Fatalf("refreshed %d times before the window", n)
 		}
-		time.Sleep(time.Minute + time.Second)
+		time.Sleep(90*time.Second + time.Second)
 		if n := f.calls.Load(); n != 1 {
 			t.Fatalf("refreshed %d times by the end of the window, want 1", n)
 		}

@@ -69,6 +69,12 @@ type Connection struct {
 	// OnErrorRefreshAt is when a caller's report of a failing token last
 	// caused a refresh (the on-error budget, package lifecycle).
 	OnErrorRefreshAt time.Time
+	// RefreshStartedAt is set, under the lease, just before the refresh
+	// token is sent to a provider that rotates it, and cleared by the write
+	// of the answer or the failure: found set by the next lease holder, it
+	// says the previous one stopped while the provider may have spent the
+	// token. Zero otherwise.
+	RefreshStartedAt time.Time
 	// ExpiresAt is the access token's expiry; zero only when unknown and no
 	// default applies.
 	ExpiresAt time.Time
@@ -231,6 +237,19 @@ type Backend interface {
 	Scheduling
 	Outbox
 	ConnectionCounter
+	SealedKeys
+}
+
+// SealedKeys tells which encryption keys the stored data needs, so that a
+// server started with the wrong key file, or none, refuses to start rather
+// than fail on every token (or seal new ones under a key the old data does
+// not share). Sealed values name their key in a clear header (package
+// seal): version byte 1, key id length n, then n bytes of key id.
+type SealedKeys interface {
+	// SealedKeyIDs counts the sealed values (connections' access and
+	// refresh tokens, connect sessions' verifiers) per key id. Values that
+	// are not shaped like sealed values are not counted.
+	SealedKeyIDs(ctx context.Context) (map[string]int64, error)
 }
 
 // ChangeHandler hears about connections written by any process.

@@ -202,6 +202,11 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if ring, err = seal.Load(cfg.EncryptionKeysFile); err != nil {
 			return err
 		}
+		// Running servers look at the key file before each write, at most
+		// app.KeyFileFreshness apart. Waiting longer than that before
+		// re-sealing means no server seals a row under the old key after
+		// the re-seal has passed it.
+		time.Sleep(4 * app.KeyFileFreshness)
 	}
 	st, err := openStore(ctx, *cfgPath)
 	if err != nil {
@@ -218,6 +223,6 @@ func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("primary key %s; re-encryption stopped after %d connections (run `tokenbroker keys reseal` to finish; old keys still decrypt): %w", id, n, err)
 	}
 	fmt.Fprintf(stdout, "primary key %s; re-encrypted %d connections\n", id, n)
-	fmt.Fprintln(stderr, "a running server picks up the new key on SIGHUP or when it first meets a token sealed with it")
+	fmt.Fprintln(stderr, "running servers seal under the new key from their next write on, and reload the key file within 2s when idle")
 	return nil
 }

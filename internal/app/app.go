@@ -77,6 +77,10 @@ type App struct {
 	log      *slog.Logger
 }
 
+// KeyFileWatchInterval is how often an idle server looks at its key file
+// for a rotated key (a server that writes looks before each write).
+const KeyFileWatchInterval = 2 * time.Second
+
 // OpenStore opens the configured database, creating it on first use.
 func OpenStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now func() time.Time) (store.Backend, error) {
 	driver, dsn, err := cfg.DatabaseDSN()
@@ -115,16 +119,19 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	keys, created, err := LoadKeyRing(cfg.EncryptionKeysFile)
+	st, err := OpenStore(ctx, cfg, log, now)
 	if err != nil {
+		return nil, err
+	}
+	// The key file is checked against the data before anything is served:
+	// a missing or wrong key file fails the start, never every request.
+	keys, created, err := OpenKeyRing(ctx, cfg.EncryptionKeysFile, st, log)
+	if err != nil {
+		st.Close()
 		return nil, err
 	}
 	if created {
 		log.Info("created a new encryption key file; back it up: without it stored tokens cannot be read", "path", cfg.EncryptionKeysFile)
-	}
-	st, err := OpenStore(ctx, cfg, log, now)
-	if err != nil {
-		return nil, err
 	}
 	a := &App{Config: cfg, Store: st, Keys: keys, Catalog: catalog, log: log}
 	if err := a.newMetrics(now); err != nil {
@@ -436,6 +443,7 @@ func (a *App) ServeListener(ctx context.Context, ln net.Listener, ready chan<- n
 	followCtx, stopFollowing := context.WithCancel(context.Background())
 	defer stopFollowing()
 	go a.Broker.FollowChanges(followCtx)
+	go a.Keys.Watch(followCtx, KeyFileWatchInterval)
 	if a.Scheduler != nil {
 		// The scheduler stops with the server; refreshes it started finish
 		// (bounded by the refresh timeout) before ServeListener returns.

@@ -90,6 +90,10 @@ type clusterOptions struct {
 	// noScheduler turns the background scheduler off, for tests that must
 	// decide which replica refreshes a due connection.
 	noScheduler bool
+	// rotation and rotationGrace are the provider's rotation and
+	// rotation_grace; empty keeps the default (strict rotation).
+	rotation      string
+	rotationGrace string
 }
 
 // cluster is a set of tokenbroker processes sharing one fresh PostgreSQL
@@ -209,9 +213,9 @@ providers:
     client_id: %s
     client_secret_env: %s
     refresh_window: 5m
-%s`, yamlQuote(dataDir), yamlQuote(c.dsn), yamlQuote(keysFile), providerName,
+%s%s`, yamlQuote(dataDir), yamlQuote(c.dsn), yamlQuote(keysFile), providerName,
 		yamlQuote(c.authz.TokenURL()), yamlQuote(c.authz.IntrospectionURL()), yamlQuote(c.authz.RevocationURL()),
-		yamlQuote(c.authz.ClientID), secretEnv, refresh)
+		yamlQuote(c.authz.ClientID), secretEnv, rotationYAML(opts), refresh)
 	cfgPath := filepath.Join(c.dir, fmt.Sprintf("replica-%d.yaml", i))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -432,6 +436,8 @@ type row struct {
 	refresh    []byte // sealed
 	status     string
 	hasFailure bool
+	// refreshStarted: a refresh was marked as started and not finished.
+	refreshStarted bool
 }
 
 func (c *cluster) row(id string) row {
@@ -444,9 +450,10 @@ func (c *cluster) row(id string) row {
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	var r row
-	err = conn.QueryRow(ctx, `SELECT version, lease_owner, lease_until, access_token, refresh_token, status, failure IS NOT NULL
+	err = conn.QueryRow(ctx, `SELECT version, lease_owner, lease_until, access_token, refresh_token, status, failure IS NOT NULL,
+		refresh_started_at IS NOT NULL
 		FROM connections WHERE id = $1`, id).
-		Scan(&r.version, &r.leaseOwner, &r.leaseUntil, &r.access, &r.refresh, &r.status, &r.hasFailure)
+		Scan(&r.version, &r.leaseOwner, &r.leaseUntil, &r.access, &r.refresh, &r.status, &r.hasFailure, &r.refreshStarted)
 	if err != nil {
 		c.t.Fatalf("read row %s: %v", id, err)
 	}
@@ -569,4 +576,17 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// rotationYAML is the provider's rotation settings from opts, indented for
+// the provider entry.
+func rotationYAML(opts clusterOptions) string {
+	var s string
+	if opts.rotation != "" {
+		s += "    rotation: " + opts.rotation + "\n"
+	}
+	if opts.rotationGrace != "" {
+		s += "    rotation_grace: " + opts.rotationGrace + "\n"
+	}
+	return s
 }

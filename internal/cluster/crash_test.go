@@ -11,19 +11,24 @@ import (
 
 // TestCrashMidRefresh kills a replica (SIGKILL) while it holds a
 // connection's refresh lease and waits for the provider's answer, after the
-// provider has already rotated the refresh token. Another replica must not
-// call the provider while the dead one's lease is live, then takes over;
-// what it finds depends on the provider:
+// provider has already rotated the refresh token. Before sending the token
+// the dead replica marked the refresh as started. Another replica must not
+// call the provider while the dead one's lease is live, then takes over and
+// finds the mark; what it does depends on the provider's rotation:
 //
-//   - strict rotation: its replay of the refresh token the dead replica
-//     spent is reuse, so the connection is honestly marked needs_reauth by
-//     one failure write, its stored tokens untouched;
-//   - a reuse grace window: the replay gets a fresh pair and the connection
-//     carries on.
+//   - strict rotation: sending the token again may be the double spend
+//     that revokes the grant, so it does not; the connection is honestly
+//     marked needs_reauth with refresh_outcome_unknown by one failure
+//     write, its stored tokens untouched, and the provider sees no reuse;
+//   - a reuse grace window (still open): the replay gets a fresh pair and
+//     the connection carries on.
 func TestCrashMidRefresh(t *testing.T) {
 	tests := []struct {
 		name           string
 		grace          time.Duration
+		rotation       string // the provider profile's rotation
+		wantCalls      int64  // refresh requests the provider sees in all
+		wantWrites     int64  // rows written after A's mark: B's mark, B's answer or failure
 		wantStatus     int    // of B's GET …/token
 		wantCode       string // API error code of that answer, if any
 		wantConnStatus string
@@ -32,21 +37,26 @@ func TestCrashMidRefresh(t *testing.T) {
 		wantGrace      int64  // replays inside the grace window
 	}{
 		{
-			name: "strict provider", wantStatus: http.StatusConflict, wantCode: "reauth_required",
-			wantConnStatus: "needs_reauth", wantFailure: "invalid_grant", wantReuse: 1,
+			name: "strict provider", rotation: "rotate", wantStatus: http.StatusConflict, wantCode: "reauth_required",
+			wantConnStatus: "needs_reauth", wantFailure: "refresh_outcome_unknown", wantCalls: 1, wantWrites: 1,
 		},
 		{
-			name: "provider with reuse grace", grace: time.Minute, wantStatus: http.StatusOK,
-			wantConnStatus: "active", wantGrace: 1,
+			name: "provider with reuse grace", grace: time.Minute, rotation: "rotate_grace", wantStatus: http.StatusOK,
+			wantConnStatus: "active", wantGrace: 1, wantCalls: 2, wantWrites: 2,
 		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			authz := authztest.New(t, authztest.Options{ReuseGrace: tc.grace})
 			// A short lease so that the test waits little for it to lapse;
-			// a refresh timeout far longer than the provider's delay, so
-			// that A is still waiting for the answer when it is killed.
-			c := newCluster(t, authz, clusterOptions{replicas: 2, leaseTTL: "2s", refreshTimeout: "30s", noScheduler: true})
+			// the provider's delay far longer than the refresh timeout (which
+			// the lease must exceed), so that A is still waiting for the
+			// answer when it is killed, moments after the provider got it.
+			opts := clusterOptions{replicas: 2, leaseTTL: "2s", refreshTimeout: "1500ms", noScheduler: true, rotation: tc.rotation}
+			if tc.grace > 0 {
+				opts.rotationGrace = tc.grace.String()
+			}
+			c := newCluster(t, authz, opts)
 			a, b := c.replicas[0], c.replicas[1]
 			const id = "crash"
 			access, refresh, _ := authz.IssueTokens(t, "offline")
@@ -93,8 +103,9 @@ func TestCrashMidRefresh(t *testing.T) {
 				t.Fatal("the dead replica's lease is not in the row after the kill")
 			}
 			leaseUntil := *orphan.leaseUntil
-			if orphan.version != v0 {
-				t.Fatalf("version %d after A's crash, want %d: A wrote although the provider never answered it", orphan.version, v0)
+			if orphan.version != v0+1 || !orphan.refreshStarted {
+				t.Fatalf("version %d, refresh marked started %v after A's crash; want %d, true: A marks the refresh before sending the token, and writes nothing else without an answer",
+					orphan.version, orphan.refreshStarted, v0+1)
 			}
 
 			// B asks while A's lease is live. Watch the provider meanwhile:
@@ -136,8 +147,8 @@ func TestCrashMidRefresh(t *testing.T) {
 			if bAns.status != tc.wantStatus || bAns.errorCode() != tc.wantCode {
 				t.Errorf("GET token on B: %d %q, want %d %q", bAns.status, bAns.errorCode(), tc.wantStatus, tc.wantCode)
 			}
-			if got := authz.RefreshCalls(); got != 2 {
-				t.Errorf("the provider saw %d refresh requests, want 2 (A's, then B's replay)", got)
+			if got := authz.RefreshCalls(); got != tc.wantCalls {
+				t.Errorf("the provider saw %d refresh requests, want %d", got, tc.wantCalls)
 			}
 			if got := authz.ReuseDetected(); got != tc.wantReuse {
 				t.Errorf("provider detected %d reuses, want %d", got, tc.wantReuse)
@@ -161,10 +172,10 @@ func TestCrashMidRefresh(t *testing.T) {
 			if after.leaseOwner != nil && !time.Now().After(*after.leaseUntil) {
 				t.Error("the lease is still held after B's answer")
 			}
-			// One write after the import: B's failure record, or B's saved
-			// token; the crashed refresh wrote nothing.
-			if after.version != v0+1 {
-				t.Errorf("version %d, want %d (import + one write by B)", after.version, v0+1)
+			// After A's mark: B's failure record, or B's own mark and saved
+			// token; the crashed refresh wrote nothing more.
+			if after.version != v0+1+tc.wantWrites || after.refreshStarted {
+				t.Errorf("version %d, refresh still marked %v; want %d, false", after.version, after.refreshStarted, v0+1+tc.wantWrites)
 			}
 			tokensKept := bytes.Equal(after.access, imported.access) && bytes.Equal(after.refresh, imported.refresh)
 
@@ -187,7 +198,7 @@ func TestCrashMidRefresh(t *testing.T) {
 			if again.status != http.StatusConflict || again.errorCode() != "reauth_required" {
 				t.Errorf("GET token again: %d %q, want 409 reauth_required", again.status, again.errorCode())
 			}
-			if got := authz.RefreshCalls(); got != 2 {
+			if got := authz.RefreshCalls(); got != tc.wantCalls {
 				t.Errorf("a needs_reauth connection was refreshed again (%d refresh requests)", got)
 			}
 			c.assertNoSecretsLogged(access, refresh)

@@ -94,7 +94,7 @@ func Fail(g Grant, cause error, p Policy, now time.Time, rnd float64) (Grant, Ve
 	if verdict == CoolingDown && oe != nil && oe.OutcomeUnknown && p.Rotation == RotationRotateGrace {
 		// The refresh token the lost request carried stays valid for the
 		// grace only: try again inside it, or not at all.
-		if p.RotationGrace <= 0 || now.Sub(f.FirstAt) >= p.RotationGrace {
+		if !p.MaySendAgain(f.FirstAt, now) {
 			verdict = NeedsReauth
 			f.Code = oauth.CodeOutcomeUnknown
 			f.Message = "the refresh may have reached the provider but no answer came back, and its rotation grace has passed; refresh the connection by hand if the provider still accepts its refresh token, else reconnect it"
@@ -165,6 +165,30 @@ func NoRefreshError(g *Grant) *oauth.Error {
 	}
 	return &oauth.Error{Op: "refresh", Code: oauth.CodeRefreshExpired, Kind: oauth.KindTerminal,
 		Description: "the refresh token has expired; reconnect to obtain a new grant"}
+}
+
+// MaySendAgain reports whether a refresh token sent at sentAt, whose
+// answer never arrived, may be sent again at now: always where a used
+// refresh token stays valid (none, rotate_keep_old), within the grace where
+// it stays valid for a while (rotate_grace), never where it is revoked at
+// once (rotate, the default).
+func (p Policy) MaySendAgain(sentAt, now time.Time) bool {
+	switch p.Rotation {
+	case RotationNone, RotationRotateKeepOld:
+		return true
+	case RotationRotateGrace:
+		return p.RotationGrace > 0 && now.Before(sentAt.Add(p.RotationGrace))
+	}
+	return false
+}
+
+// MarksRefreshes reports whether refreshes at this provider must be marked
+// as started before the refresh token is sent (store.Connection's
+// RefreshStartedAt): where a used token is revoked, at once or after a
+// grace, the next one to refresh must know that an earlier attempt may have
+// spent it.
+func (p Policy) MarksRefreshes() bool {
+	return p.Rotation != RotationNone && p.Rotation != RotationRotateKeepOld
 }
 
 // PersonMayRetry reports whether g failed in a way that a person may clear

@@ -15,7 +15,7 @@ const connectionColumns = `id, provider, status, access_token, refresh_token, to
 	expires_at, expiry_defaulted, refresh_expires_at, refresh_hard_expires_at,
 	last_refresh_at, last_used_at, failure, metadata, version,
 	lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
-	issued_at, incarnation, on_error_refresh_at`
+	issued_at, incarnation, on_error_refresh_at, refresh_started_at`
 
 // micros encodes a time as unix microseconds in UTC; the zero time is NULL.
 func micros(t time.Time) any {
@@ -97,7 +97,7 @@ func scanConnection(row interface{ Scan(...any) error }) (store.Connection, erro
 		c                                                                       store.Connection
 		status                                                                  string
 		expires, refreshExpires, refreshHard, lastRefresh, lastUsed, leaseUntil sql.NullInt64
-		nextRefresh, issued, onError                                            sql.NullInt64
+		nextRefresh, issued, onError, started                                   sql.NullInt64
 		defaulted                                                               int64
 		failure, metadata                                                       sql.NullString
 		created, updated                                                        int64
@@ -106,7 +106,7 @@ func scanConnection(row interface{ Scan(...any) error }) (store.Connection, erro
 		&expires, &defaulted, &refreshExpires, &refreshHard,
 		&lastRefresh, &lastUsed, &failure, &metadata, &c.Version,
 		&c.LeaseOwner, &leaseUntil, &created, &updated, &c.Grant, &nextRefresh,
-		&issued, &c.Incarnation, &onError)
+		&issued, &c.Incarnation, &onError, &started)
 	if err != nil {
 		return store.Connection{}, err
 	}
@@ -121,6 +121,7 @@ func scanConnection(row interface{ Scan(...any) error }) (store.Connection, erro
 	c.NextRefreshAt = fromMicros(nextRefresh)
 	c.IssuedAt = fromMicros(issued)
 	c.OnErrorRefreshAt = fromMicros(onError)
+	c.RefreshStartedAt = fromMicros(started)
 	c.CreatedAt = time.UnixMicro(created).UTC()
 	c.UpdatedAt = time.UnixMicro(updated).UTC()
 	if failure.Valid {
@@ -145,7 +146,8 @@ const casQuery = `UPDATE connections SET
 	provider = ?, status = ?, access_token = ?, refresh_token = ?, token_type = ?, scope = ?,
 	expires_at = ?, expiry_defaulted = ?, refresh_expires_at = ?, refresh_hard_expires_at = ?,
 	last_refresh_at = ?, last_used_at = ?, failure = ?, metadata = ?,
-	version = version + 1, updated_at = ?, grant_type = ?, next_refresh_at = ?, issued_at = ?, on_error_refresh_at = ?
+	version = version + 1, updated_at = ?, grant_type = ?, next_refresh_at = ?, issued_at = ?, on_error_refresh_at = ?,
+	refresh_started_at = ?
 	WHERE id = ? AND incarnation = ? AND version = ?
 	RETURNING ` + connectionColumns
 
@@ -163,7 +165,7 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection, events
 	}
 	now := s.now().UnixMicro()
 	args = append([]any{c.ID}, args...)
-	args = append(args, now, now, c.Grant, micros(c.NextRefreshAt), micros(c.IssuedAt), store.NewIncarnation(), micros(c.OnErrorRefreshAt))
+	args = append(args, now, now, c.Grant, micros(c.NextRefreshAt), micros(c.IssuedAt), store.NewIncarnation(), micros(c.OnErrorRefreshAt), micros(c.RefreshStartedAt))
 	w, err := s.beginEvents(ctx, fmt.Sprintf("create connection %q", c.ID), events)
 	if err != nil {
 		return store.Connection{}, err
@@ -171,8 +173,8 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection, events
 	defer w.rollback()
 	row := w.QueryRowContext(ctx, `INSERT INTO connections (id, `+dataColumns+`,
 		version, lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
-		issued_at, incarnation, on_error_refresh_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', NULL, ?, ?, ?, ?, ?, ?, ?)
+		issued_at, incarnation, on_error_refresh_at, refresh_started_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', NULL, ?, ?, ?, ?, ?, ?, ?, ?)
 		RETURNING `+connectionColumns, args...)
 	out, err := scanConnection(row)
 	if err == nil {
@@ -211,7 +213,7 @@ func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection, events .
 	if err != nil {
 		return store.Connection{}, err
 	}
-	args = append(args, s.now().UnixMicro(), c.Grant, micros(c.NextRefreshAt), micros(c.IssuedAt), micros(c.OnErrorRefreshAt), c.ID, c.Incarnation, c.Version)
+	args = append(args, s.now().UnixMicro(), c.Grant, micros(c.NextRefreshAt), micros(c.IssuedAt), micros(c.OnErrorRefreshAt), micros(c.RefreshStartedAt), c.ID, c.Incarnation, c.Version)
 	w, err := s.beginEvents(ctx, fmt.Sprintf("compare-and-swap connection %q", c.ID), events)
 	if err != nil {
 		return store.Connection{}, err

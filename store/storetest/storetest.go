@@ -48,6 +48,7 @@ func RunTests(t *testing.T, newStore NewStore) {
 		{"Outbox", outboxTests},
 		{"Count", countTests},
 		{"Scheduling", schedulingTests},
+		{"Keys", keyTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
@@ -98,6 +99,7 @@ func fullConnection(id string, now time.Time) store.Connection {
 		NextRefreshAt:        at(50*time.Minute + 19),
 		IssuedAt:             at(-time.Minute + 23),
 		OnErrorRefreshAt:     at(-time.Minute + 29),
+		RefreshStartedAt:     at(-time.Second + 31),
 		Failure: &store.Failure{
 			Code:          "http_503",
 			Message:       "upstream said: try later (fake)",
@@ -179,6 +181,7 @@ func dataDiff(got, want store.Connection) []string {
 	check(sameTime(got.NextRefreshAt, want.NextRefreshAt), "NextRefreshAt")
 	check(sameTime(got.IssuedAt, want.IssuedAt), "IssuedAt")
 	check(sameTime(got.OnErrorRefreshAt, want.OnErrorRefreshAt), "OnErrorRefreshAt")
+	check(sameTime(got.RefreshStartedAt, want.RefreshStartedAt), "RefreshStartedAt")
 	check(sameFailure(got.Failure, want.Failure), "Failure")
 	check(sameJSON(got.Metadata, want.Metadata), "Metadata")
 	return d

@@ -32,6 +32,10 @@ type store struct {
 	access  map[string]fosite.Requester
 	refresh map[string]*refreshEntry
 	grants  map[string]*grantEntry // by request ID, shared by every token of one grant
+	// issued remembers the grant of every access and refresh token ever
+	// issued (by signature), also after rotation or revocation forgot the
+	// token: tests ask which grant a token they were handed belongs to.
+	issued map[string]string
 
 	reuseDetected atomic.Int64
 	graceReuses   atomic.Int64
@@ -70,6 +74,7 @@ func newStore(grace time.Duration) *store {
 		access:  map[string]fosite.Requester{},
 		refresh: map[string]*refreshEntry{},
 		grants:  map[string]*grantEntry{},
+		issued:  map[string]string{},
 	}
 }
 
@@ -197,6 +202,7 @@ func (s *store) CreateAccessTokenSession(_ context.Context, sig string, req fosi
 	defer s.mu.Unlock()
 	s.access[sig] = req
 	s.grant(req.GetID()).access[sig] = struct{}{}
+	s.issued[sig] = req.GetID()
 	return nil
 }
 
@@ -232,6 +238,7 @@ func (s *store) CreateRefreshTokenSession(_ context.Context, sig, accessSig stri
 	defer s.mu.Unlock()
 	s.refresh[sig] = &refreshEntry{req: req, accessSig: accessSig}
 	s.grant(req.GetID()).refresh[sig] = struct{}{}
+	s.issued[sig] = req.GetID()
 	return nil
 }
 

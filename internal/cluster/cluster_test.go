@@ -94,6 +94,8 @@ type clusterOptions struct {
 	// rotation_grace; empty keeps the default (strict rotation).
 	rotation      string
 	rotationGrace string
+	// apiBaseURL is the provider's api_base_url, for the proxy; empty: none.
+	apiBaseURL string
 }
 
 // cluster is a set of tokenbroker processes sharing one fresh PostgreSQL
@@ -106,6 +108,8 @@ type cluster struct {
 	key      string // an admin API key
 	replicas []*replica
 	client   *http.Client
+	keysFile string
+	opts     clusterOptions
 }
 
 // replica is one running tokenbroker process.
@@ -146,6 +150,7 @@ func newCluster(t *testing.T, authz *authztest.Server, opts clusterOptions) *clu
 		}
 	})
 	keysFile := filepath.Join(c.dir, "keys")
+	c.keysFile, c.opts = keysFile, opts
 	// The first replica creates the key file, migrates the empty database
 	// and prints the bootstrap admin key; the others start together after
 	// it, as an operator scaling out would start them.
@@ -587,6 +592,9 @@ func rotationYAML(opts clusterOptions) string {
 	}
 	if opts.rotationGrace != "" {
 		s += "    rotation_grace: " + opts.rotationGrace + "\n"
+	}
+	if opts.apiBaseURL != "" {
+		s += "    api_base_url: " + yamlQuote(opts.apiBaseURL) + "\n"
 	}
 	return s
 }

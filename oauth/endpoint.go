@@ -13,8 +13,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/tokenbroker/tokenbroker/internal/wait"
 )
 
 // DefaultHTTPTimeout bounds each request of an [Endpoint] whose Config has no
@@ -157,7 +155,7 @@ func NewEndpoint(cfg Config) (*Endpoint, error) {
 		e.rand = rand.Float64
 	}
 	if e.sleep == nil {
-		e.sleep = wait.Sleep
+		e.sleep = sleep
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)

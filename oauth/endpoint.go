@@ -195,6 +195,10 @@ func checkHTTPURL(s string) error {
 // Failures are [*Error]s: errors.Is(err, [ErrReauthRequired]) for a dead
 // grant or client, errors.Is(err, [ErrTransient]) for the rest.
 func (e *Endpoint) Refresh(ctx context.Context, refreshToken string) (*Token, error) {
+	return e.RefreshWithParams(ctx, refreshToken, nil)
+}
+
+func (e *Endpoint) refresh(ctx context.Context, refreshToken string, params url.Values) (*Token, error) {
 	const op = "refresh"
 	if refreshToken == "" {
 		return nil, &Error{Op: op, Code: CodeNoRefreshToken, Kind: KindTerminal,
@@ -204,6 +208,7 @@ func (e *Endpoint) Refresh(ctx context.Context, refreshToken string) (*Token, er
 		"grant_type":    {"refresh_token"},
 		"refresh_token": {refreshToken},
 	}
+	addParams(form, params)
 	tok, err := e.tokenRequest(ctx, op, form)
 	if err != nil {
 		return nil, err

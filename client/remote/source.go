@@ -180,7 +180,7 @@ func (s *TokenSource) run(ctx context.Context, f *flight, stale string) {
 		err = &Error{Op: "token", Code: oauth.CodeInvalidResponse, Message: "the server answered without an access token"}
 	}
 	if err == nil {
-		f.tok = s.keep(t, read)
+		f.tok = s.keep(t, read, stale)
 	}
 	f.err = err
 	s.mu.Lock()
@@ -189,8 +189,9 @@ func (s *TokenSource) run(ctx context.Context, f *flight, stale string) {
 	close(f.done)
 }
 
-// keep converts t, read at read, and makes it the token in memory.
-func (s *TokenSource) keep(t *Token, read time.Time) *oauth.Token {
+// keep converts t, read at read in answer to a report of stale (or a plain
+// read, ""), and makes it the token in memory.
+func (s *TokenSource) keep(t *Token, read time.Time, stale string) *oauth.Token {
 	tok := &oauth.Token{AccessToken: t.AccessToken, TokenType: t.TokenType, IssuedAt: read}
 	switch {
 	case t.ExpiresAt != nil:
@@ -202,9 +203,17 @@ func (s *TokenSource) keep(t *Token, read time.Time) *oauth.Token {
 	// the server already refreshes by the token's real issue time.
 	c := &cached{tok: tok, due: s.policy.DueAt(read, tok.Expiry)}
 	s.mu.Lock()
-	// A read that started before a stale report may answer with the
-	// rejected token after the report's answer arrived.
-	c.stale = tok.AccessToken == s.rejected
+	switch {
+	case stale != "" && tok.AccessToken == stale:
+		// The server kept the reported token (its on-error budget:
+		// docs/architecture.md): it is the token to use, and the caller
+		// passes the API's answer on.
+		s.rejected = ""
+	case stale == "":
+		// A read that started before a stale report may answer with the
+		// rejected token after the report's answer arrived.
+		c.stale = tok.AccessToken == s.rejected
+	}
 	s.cur.Store(c)
 	s.mu.Unlock()
 	return tok

@@ -110,7 +110,7 @@ func TestRemoteSourceOneRefreshAcrossProcesses(t *testing.T) {
 	const procs = 3
 	const total = procs * workerRoutines
 	authz := authztest.New(t, authztest.Options{})
-	srv := startServer(t, authz)
+	srv := startServer(t, authz, "")
 	admin := srv.client(t, srv.key)
 	access, refresh, _ := authz.IssueTokens(t, "read")
 	if _, err := admin.CreateConnection(t.Context(), remote.ImportRequest{ID: "shared", Provider: "acme",

@@ -84,8 +84,14 @@ var (
 	keyRE    = regexp.MustCompile(`tbk_[A-Za-z0-9_-]+`)
 )
 
-func startServer(t *testing.T, authz *authztest.Server) *tbServer {
+// startServer starts tokenbroker with provider acme at authz; apiBase,
+// when not empty, is acme's API for the proxy.
+func startServer(t *testing.T, authz *authztest.Server, apiBase string) *tbServer {
 	t.Helper()
+	var api string
+	if apiBase != "" {
+		api = fmt.Sprintf("    api_base_url: %q\n", apiBase)
+	}
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
@@ -98,10 +104,12 @@ scheduler:
 providers:
   - name: acme
     token_url: %q
+    authorize_url: %q
     client_id: %q
     client_secret_env: %s
     refresh_window: 5m
-`, dir, "sqlite:"+filepath.Join(dir, "tb.db"), filepath.Join(dir, "keys"), authz.TokenURL(), authz.ClientID, secretEnv)
+%s`, dir, "sqlite:"+filepath.Join(dir, "tb.db"), filepath.Join(dir, "keys"), authz.TokenURL(), authz.AuthorizeURL(),
+		authz.ClientID, secretEnv, api)
 	cfgPath := filepath.Join(dir, "tokenbroker.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -137,9 +145,9 @@ providers:
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
-	api := s.client(t, s.key)
+	hc := s.client(t, s.key)
 	for i := 0; ; i++ {
-		if err := api.Healthz(t.Context()); err == nil {
+		if err := hc.Healthz(t.Context()); err == nil {
 			break
 		} else if i == 200 {
 			t.Fatalf("/healthz: %v", err)

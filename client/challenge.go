@@ -20,6 +20,9 @@ func (t *Transport) judge(resp *http.Response) (stale bool, stepUp error) {
 	}
 	switch c.Error {
 	case oauth.ChallengeInsufficientScope:
+		if t.PassInsufficientScope {
+			return false, nil
+		}
 		_, _ = io.CopyN(io.Discard, resp.Body, maxDrain)
 		resp.Body.Close()
 		return false, &oauth.InsufficientScopeError{StatusCode: resp.StatusCode, Challenge: c}

@@ -40,6 +40,8 @@ func TestTransportChallenges(t *testing.T) {
 		{"invalid_token ignored, 401 still stale", 401, `Bearer error="invalid_token"`, Transport{IgnoreInvalidToken: true}, 200, 1},
 		{"insufficient_scope on 403", 403, `Bearer error="insufficient_scope", scope="files:write"`, Transport{}, 0, 0},
 		{"insufficient_scope even on a RefreshOn status", 401, `Bearer realm="r", error="insufficient_scope"`, Transport{}, 0, 0},
+		{"insufficient_scope passed on", 403, `Bearer error="insufficient_scope"`, Transport{PassInsufficientScope: true}, 403, 0},
+		{"insufficient_scope passed on, even on a RefreshOn status", 401, `Bearer error="insufficient_scope"`, Transport{PassInsufficientScope: true}, 401, 0},
 		{"other challenge error", 400, `Bearer error="invalid_request"`, Transport{}, 400, 0},
 		{"other scheme", 403, `Basic realm="x"`, Transport{}, 403, 0},
 	} {

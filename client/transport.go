@@ -61,6 +61,11 @@ type Transport struct {
 	// the resource needs, so the program can ask a person to consent to
 	// more (a step-up).
 	IgnoreInvalidToken bool
+
+	// PassInsufficientScope returns an insufficient_scope answer as the
+	// response instead of an error, for a proxy that passes the challenge
+	// on to its own caller. It is still never refreshed.
+	PassInsufficientScope bool
 }
 
 // RoundTrip implements [http.RoundTripper].

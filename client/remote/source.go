@@ -122,7 +122,7 @@ func (s *TokenSource) Refresh(ctx context.Context, stale *oauth.Token) (*oauth.T
 		return s.join(ctx, "")
 	}
 	if c != nil && c.tok.AccessToken != stale.AccessToken && !c.stale {
-		return c.tok, nil
+		return s.Token(ctx) // the one in memory, unless it is due too
 	}
 	s.mu.Lock()
 	s.rejected = stale.AccessToken

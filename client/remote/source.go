@@ -150,6 +150,15 @@ func (s *TokenSource) markStale(access string) {
 // and waits for it with ctx.
 func (s *TokenSource) join(ctx context.Context, stale string) (*oauth.Token, error) {
 	s.mu.Lock()
+	// A call that ended while this caller was on its way here has already
+	// stored its answer (before it left the flight table).
+	if c := s.cur.Load(); c != nil && !c.stale {
+		fresh := c.due.IsZero() || s.now().Before(c.due)
+		if (stale == "" && fresh) || (stale != "" && c.tok.AccessToken != stale) {
+			s.mu.Unlock()
+			return c.tok, nil
+		}
+	}
 	f := s.flight[stale]
 	if f == nil {
 		f = &flight{done: make(chan struct{})}

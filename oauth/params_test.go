@@ -21,7 +21,7 @@ func TestEndpointRefreshWithParams(t *testing.T) {
 	f := reqs[0].Form
 	if !slices.Equal(f["resource"], params["resource"]) || f.Get("scope") != "read" ||
 		f.Get("grant_type") != "refresh_token" || f.Get("refresh_token") != epRefresh1 {
-		t.Errorf("form = %v (secrets included, fake); want both resources, scope, and the refresh grant", f)
+		t.Errorf("resource = %q, scope = %q; want both resources, scope, and the refresh grant", f["resource"], f.Get("scope"))
 	}
 	if len(params) != 2 || len(params["resource"]) != 2 {
 		t.Error("RefreshWithParams changed the caller's parameters")

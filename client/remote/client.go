@@ -111,15 +111,15 @@ type Error struct {
 
 func (e *Error) Error() string {
 	msg := "remote: " + e.Op + ": "
+	if e.StatusCode == 0 && e.Err != nil {
+		return msg + e.Err.Error() // no answer: the cause says it all
+	}
 	if e.StatusCode != 0 {
 		msg += fmt.Sprintf("HTTP %d ", e.StatusCode)
 	}
 	msg += e.Code
 	if e.Message != "" {
 		msg += ": " + e.Message
-	}
-	if e.Err != nil && e.StatusCode == 0 {
-		msg += ": " + e.Err.Error()
 	}
 	return msg
 }

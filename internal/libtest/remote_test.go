@@ -200,6 +200,12 @@ func TestRemoteSourceOneRefreshAcrossProcesses(t *testing.T) {
 			t.Errorf("worker %d: %d of %d requests succeeded; errors: %q", p, results[p].OK, workerRoutines, first(results[p].Errors, 5))
 		}
 	}
+	// A replica that reports the old token late gets the new one without
+	// another refresh.
+	late, err := srv.client(t, tokensKey).ReportStale(t.Context(), "shared", access)
+	if err != nil || late.AccessToken == access {
+		t.Errorf("a late report of the old token: %v; want the new token", err)
+	}
 	if n := authz.RefreshCalls(); n != 1 {
 		t.Errorf("the provider saw %d refreshes, want exactly 1", n)
 	}

@@ -6,6 +6,8 @@ require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/ory/fosite v0.49.0
 	github.com/prometheus/client_golang v1.25.0
+	github.com/tokenbroker/tokenbroker/client v0.0.0-00010101000000-000000000000
+	github.com/tokenbroker/tokenbroker/oauth v0.0.0-00010101000000-000000000000
 	golang.org/x/oauth2 v0.37.0
 	golang.org/x/sync v0.24.0
 	gopkg.in/yaml.v3 v3.0.1
@@ -101,4 +103,10 @@ require (
 	modernc.org/libc v1.79.0 // indirect
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
+)
+
+// The library modules live in this repository (docs/library.md, "Modules").
+replace (
+	github.com/tokenbroker/tokenbroker/client => ./client
+	github.com/tokenbroker/tokenbroker/oauth => ./oauth
 )

@@ -40,5 +40,24 @@
 // (401 by default) it invalidates exactly the token it sent, joins or starts
 // the source's refresh, and replays the request once.
 //
-// Code written against x/oauth2 can use [TokenSource.OAuth2].
+// A WWW-Authenticate Bearer challenge with error="invalid_token" counts as
+// stale too, whatever the status ([Transport.IgnoreInvalidToken]); one with
+// error="insufficient_scope" is never refreshed and comes back as an
+// [*oauth.InsufficientScopeError] (a step-up).
+//
+// # golang.org/x/oauth2
+//
+// [ToOAuth2] and [FromOAuth2] convert tokens both ways, [NewOAuth2Refresher]
+// starts from an oauth2.Config, and [TokenSource.OAuth2] is an
+// oauth2.TokenSource. oauth2.NewClient cannot refresh and replay on a 401;
+// [Transport] can. [Config.RefreshParams] adds resource, scope or any other
+// parameter to every refresh.
+//
+// # Modules
+//
+// This package and client/remote are the module
+// github.com/tokenbroker/tokenbroker/client, which needs only the oauth
+// module and golang.org/x/oauth2 (docs/library.md). Package
+// [github.com/tokenbroker/tokenbroker/client/remote] is the Go client of a
+// tokenbroker server, with a token source backed by it.
 package client

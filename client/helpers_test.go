@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/oauth"
 )
 
@@ -16,7 +15,27 @@ import (
 // fake ("fake-access-N") and never printed.
 var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func newClock() *fakeclock.Clock { return fakeclock.New(t0) }
+func newClock() *fakeClock { return &fakeClock{now: t0} }
+
+// fakeClock reads a fixed time until advanced. (The server's tests share
+// internal/fakeclock; the library module cannot import the server's module,
+// docs/library.md "Modules".)
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
 
 // fakeRefresher counts calls, can hold them in flight, and by default
 // rotates: call n returns fake-access-n / fake-refresh-n valid for an hour.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,12 @@ const (
 type Config struct {
 	// Refresher obtains new tokens. Required.
 	Refresher Refresher
+
+	// RefreshParams are extra form parameters for every refresh request of
+	// this source, such as resource (RFC 8707) or scope (RFC 6749 §6).
+	// They need a Refresher that is a [ParamRefresher] ([*oauth.Endpoint]
+	// is one). Optional.
+	RefreshParams url.Values
 
 	// Token is the initial token, for example as loaded from storage. It may
 	// be expired and may lack a refresh token; it needs an access token, a
@@ -110,6 +117,7 @@ type Config struct {
 // The zero value is not usable; create one with [NewTokenSource].
 type TokenSource struct {
 	refresher   Refresher
+	params      url.Values
 	save        func(context.Context, *oauth.Token) error
 	onSaveError func(error)
 	onFailure   func(error)
@@ -199,8 +207,13 @@ func NewTokenSource(cfg Config) (*TokenSource, error) {
 	case cfg.RefreshTimeout < 0:
 		return nil, fmt.Errorf("client: Config.RefreshTimeout is negative (%v)", cfg.RefreshTimeout)
 	}
+	params, err := refreshParams(cfg.Refresher, cfg.RefreshParams)
+	if err != nil {
+		return nil, err
+	}
 	s := &TokenSource{
 		refresher:   cfg.Refresher,
+		params:      params,
 		save:        cfg.Save,
 		onSaveError: cfg.OnSaveError,
 		onFailure:   cfg.OnFailure,
@@ -428,7 +441,7 @@ func (s *TokenSource) run(ctx context.Context, c *call, old *state, fail error) 
 			saveErrs = append(saveErrs, err)
 		}
 		rctx, cancel := context.WithTimeout(ctx, s.timeout)
-		tok, err = s.refresher.Refresh(rctx, old.tok.RefreshToken)
+		tok, err = s.callRefresher(rctx, old.tok.RefreshToken)
 		cancel()
 		if err == nil {
 			tok, err = accept(old.tok, tok, s.policy, s.now())

@@ -48,6 +48,24 @@ type Transport struct {
 	// once. Nil means {401} (RFC 6750 §3.1, invalid_token); an empty
 	// non-nil slice disables refresh on status.
 	RefreshOn []int
+
+	// IgnoreInvalidToken stops a WWW-Authenticate Bearer challenge with
+	// error="invalid_token" (RFC 6750 §3.1) from counting as "token
+	// stale" on its own; RefreshOn still applies. By default such an
+	// answer is refreshed and replayed once whatever its status.
+	//
+	// An answer whose challenge says error="insufficient_scope" is never
+	// refreshed, whatever its status: a new token would have the same
+	// scope. RoundTrip returns an [*oauth.InsufficientScopeError] for it
+	// (errors.Is(err, [oauth.ErrInsufficientScope])), naming the scope
+	// the resource needs, so the program can ask a person to consent to
+	// more (a step-up).
+	IgnoreInvalidToken bool
+
+	// PassInsufficientScope returns an insufficient_scope answer as the
+	// response instead of an error, for a proxy that passes the challenge
+	// on to its own caller. It is still never refreshed.
+	PassInsufficientScope bool
 }
 
 // RoundTrip implements [http.RoundTripper].
@@ -74,8 +92,15 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	base := t.base()
 	// The base RoundTripper closes req.Body from here on.
 	resp, err := base.RoundTrip(withAuth(req, req.Body, auth))
-	if err != nil || !t.refreshOn(resp.StatusCode) || !replayable(req) {
+	if err != nil {
 		return resp, err
+	}
+	stale, stepUp := t.judge(resp)
+	if stepUp != nil {
+		return nil, stepUp
+	}
+	if !stale || !replayable(req) {
+		return resp, nil
 	}
 
 	status := resp.StatusCode
@@ -97,7 +122,14 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, fmt.Errorf("client: replay request body: %w", err)
 		}
 	}
-	return base.RoundTrip(withAuth(req, body, auth))
+	resp, err = base.RoundTrip(withAuth(req, body, auth))
+	if err != nil {
+		return resp, err
+	}
+	if _, stepUp := t.judge(resp); stepUp != nil {
+		return nil, stepUp
+	}
+	return resp, nil
 }
 
 // token returns the token to send and its Authorization header value. A

@@ -13,8 +13,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/tokenbroker/tokenbroker/internal/wait"
 )
 
 // DefaultHTTPTimeout bounds each request of an [Endpoint] whose Config has no
@@ -157,7 +155,7 @@ func NewEndpoint(cfg Config) (*Endpoint, error) {
 		e.rand = rand.Float64
 	}
 	if e.sleep == nil {
-		e.sleep = wait.Sleep
+		e.sleep = sleep
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -197,6 +195,10 @@ func checkHTTPURL(s string) error {
 // Failures are [*Error]s: errors.Is(err, [ErrReauthRequired]) for a dead
 // grant or client, errors.Is(err, [ErrTransient]) for the rest.
 func (e *Endpoint) Refresh(ctx context.Context, refreshToken string) (*Token, error) {
+	return e.RefreshWithParams(ctx, refreshToken, nil)
+}
+
+func (e *Endpoint) refresh(ctx context.Context, refreshToken string, params url.Values) (*Token, error) {
 	const op = "refresh"
 	if refreshToken == "" {
 		return nil, &Error{Op: op, Code: CodeNoRefreshToken, Kind: KindTerminal,
@@ -206,6 +208,7 @@ func (e *Endpoint) Refresh(ctx context.Context, refreshToken string) (*Token, er
 		"grant_type":    {"refresh_token"},
 		"refresh_token": {refreshToken},
 	}
+	addParams(form, params)
 	tok, err := e.tokenRequest(ctx, op, form)
 	if err != nil {
 		return nil, err

@@ -170,3 +170,21 @@ func interrupted(last *Error, cause error) *Error {
 	}
 	return &e
 }
+
+// sleep waits for d or until ctx is done, returning ctx.Err() when the
+// context ended first. It is the server's internal/wait.Sleep: the library
+// module cannot import the server's internal packages (docs/library.md,
+// "Modules").
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

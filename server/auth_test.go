@@ -38,6 +38,7 @@ func TestRouteTable(t *testing.T) {
 		"GET /v1/connections":               accessAdmin,
 		"GET /v1/connections/{id}":          accessTokens,
 		"GET /v1/connections/{id}/token":    accessTokens,
+		"POST /v1/connections/{id}/token":   accessTokens,
 		"POST /v1/connections/{id}/refresh": accessAdmin,
 		"DELETE /v1/connections/{id}":       accessAdmin,
 		"/v1/proxy/{id}/{path...}":          accessTokens,

@@ -8,12 +8,15 @@
 //	GET    /v1/connections                 admin          list: ?provider= &status= &limit= &after=
 //	GET    /v1/connections/{id}            admin, tokens  status, never tokens
 //	GET    /v1/connections/{id}/token      admin, tokens  a valid access token (Cache-Control: no-store)
+//	POST   /v1/connections/{id}/token      admin, tokens  report a rejected token ({"stale_token"}); a valid one back
 //	POST   /v1/connections/{id}/refresh    admin          refresh now
 //	DELETE /v1/connections/{id}            admin          delete, revoking at the provider where it can
 //	ANY    /v1/proxy/{id}/{path...}        admin, tokens  call the provider's API with the token
 //	GET    /healthz, /readyz               no key         process alive; ready to serve
 //
-// Errors are {"error":{"code":"…","message":"…"}}. The codes a caller can
+// Errors are {"error":{"code":"…","message":"…"}}, marked with a
+// Tokenbroker-Error header carrying the code, so that a proxy caller can
+// tell tokenbroker's answer from the provider's. The codes a caller can
 // act on: unauthenticated (401, with a WWW-Authenticate: Bearer challenge),
 // forbidden (403), not_found (404), already_exists (409), invalid_request
 // (400, naming the field or parameter; 413 for an oversized body),

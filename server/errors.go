@@ -143,6 +143,9 @@ type errorDetail struct {
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, e apiError) {
 	info(r.Context()).errCode = e.code
 	h := w.Header()
+	// Marks tokenbroker's own error answers, so that a proxy client can
+	// tell them from the provider's (client/remote).
+	h.Set("Tokenbroker-Error", e.code)
 	switch e.status {
 	case http.StatusUnauthorized:
 		// RFC 6750 §3: challenge, with invalid_token when a key was sent.

@@ -76,6 +76,12 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 			Source:    &connectionSource{broker: s.broker, id: id, first: &first},
 			Base:      s.proxyTransport,
 			RefreshOn: refreshOn,
+			// The proxy's statuses stay its only stale signal, and a
+			// step-up challenge goes back to the caller as it came, until
+			// the proxy decides its own handling of WWW-Authenticate
+			// challenges (the MCP work).
+			IgnoreInvalidToken:    true,
+			PassInsufficientScope: true,
 		},
 		ErrorHandler: s.proxyError,
 		ErrorLog:     s.proxyLog,

@@ -257,6 +257,7 @@ func routes() []route {
 		{"GET /v1/connections", accessAdmin, (*Server).listConnections},
 		{"GET /v1/connections/{id}", accessTokens, (*Server).getConnection},
 		{patternToken, accessTokens, (*Server).getToken},
+		{"POST /v1/connections/{id}/token", accessTokens, (*Server).reportStale}, // stale.go
 		{"POST /v1/connections/{id}/refresh", accessAdmin, (*Server).refreshConnection},
 		{"PUT /v1/connections/{id}", accessAdmin, (*Server).reimportConnection},
 		{"DELETE /v1/connections/{id}", accessAdmin, (*Server).deleteConnection},

@@ -129,6 +129,7 @@ type Server struct {
 
 	tokenCalls   atomic.Int64
 	refreshCalls atomic.Int64
+	refreshForms formLog      // forms.go
 	tokenDelay   atomic.Int64 // time.Duration
 	deny         atomic.Bool
 
@@ -396,6 +397,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	// failures included; fosite reuses the parsed form.
 	if err := r.ParseForm(); err == nil && r.PostForm.Get("grant_type") == "refresh_token" {
 		s.refreshCalls.Add(1)
+		s.refreshForms.add(r.PostForm)
 	}
 
 	resp := s.takeFault()

@@ -1,4 +1,4 @@
-package client
+package libtest
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/client"
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
 	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/oauth"
@@ -39,7 +40,7 @@ func TestIntegrationConcurrentExpired(t *testing.T) {
 	srv := authztest.New(t, authztest.Options{})
 	start := issued(t, srv)
 	var saved atomic.Pointer[oauth.Token]
-	s := mustSource(t, Config{
+	s := mustSource(t, client.Config{
 		Refresher: newEndpoint(t, srv),
 		Token:     start,
 		Save:      func(_ context.Context, tok *oauth.Token) error { saved.Store(tok); return nil },
@@ -100,7 +101,7 @@ func TestIntegrationConcurrentExpired(t *testing.T) {
 func TestIntegrationTransport(t *testing.T) {
 	srv := authztest.New(t, authztest.Options{})
 	access, refresh, _ := srv.IssueTokens(t, "read")
-	s := mustSource(t, Config{
+	s := mustSource(t, client.Config{
 		Refresher: newEndpoint(t, srv),
 		Token:     &oauth.Token{AccessToken: access, RefreshToken: refresh, Expiry: time.Now().Add(time.Hour)},
 	})
@@ -117,7 +118,7 @@ func TestIntegrationTransport(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer api.Close()
-	c := &http.Client{Transport: &Transport{Source: s}}
+	c := &http.Client{Transport: &client.Transport{Source: s}}
 
 	get := func() int {
 		resp, err := c.Get(api.URL)
@@ -157,7 +158,7 @@ func TestIntegrationRefreshTokenExpired(t *testing.T) {
 	start := issued(t, srv)
 	srv.Expire(t, start.RefreshToken)
 	var failures counter
-	s := mustSource(t, Config{Refresher: newEndpoint(t, srv), Token: start, OnFailure: failures.record})
+	s := mustSource(t, client.Config{Refresher: newEndpoint(t, srv), Token: start, OnFailure: failures.record})
 
 	for range 3 {
 		if _, err := s.Token(t.Context()); !errors.Is(err, oauth.ErrReauthRequired) {
@@ -181,7 +182,7 @@ func TestIntegrationShortLivedTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	access, refresh, expiresIn := srv.IssueTokens(t, "read")
-	s := mustSource(t, Config{
+	s := mustSource(t, client.Config{
 		Refresher: ep, Now: clk.Now,
 		Token: &oauth.Token{AccessToken: access, RefreshToken: refresh, IssuedAt: clk.Now(), Expiry: clk.Now().Add(expiresIn)},
 	})

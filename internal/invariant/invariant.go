@@ -294,8 +294,9 @@ func (r *run) usable(id string) bool {
 }
 
 // armFault injects a provider fault for the next operation, sometimes: a
-// 503 (transient), a gateway's 504 (outcome unknown, token not spent), or
-// a delay past the refresh timeout (outcome unknown, token spent).
+// 503 (transient), a gateway's 504 (outcome unknown, token not spent), a
+// delay past the refresh timeout (outcome unknown, token spent), or plain
+// latency.
 func (r *run) armFault() string {
 	switch p := r.rnd.IntN(200); {
 	case p < 6:
@@ -307,6 +308,9 @@ func (r *run) armFault() string {
 	case p < 9:
 		r.authz.SetTokenDelay(r.cfg.RefreshTimeout + 500*time.Millisecond)
 		return "timeout after send"
+	case p < 25:
+		r.authz.SetTokenDelay(time.Duration(10+r.rnd.IntN(140)) * time.Millisecond)
+		return "latency"
 	}
 	return ""
 }
@@ -315,7 +319,7 @@ func (r *run) disarm(fault string) {
 	switch fault {
 	case "503", "504":
 		r.authz.FailNext(0, http.StatusOK, nil, "")
-	case "timeout after send":
+	case "timeout after send", "latency":
 		r.authz.SetTokenDelay(0)
 	}
 }

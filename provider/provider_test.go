@@ -413,7 +413,7 @@ func TestProfileNeverPrintsSecret(t *testing.T) {
 		"%v":        fmt.Sprintf("%v", p),
 		"%+v":       fmt.Sprintf("%+v", p),
 		"%#v":       fmt.Sprintf("%#v", p),
-		"%s ptr":    fmt.Sprintf("%s", &p),
+		"%s ptr":    fmt.Sprintf("%s", &p), //lint:ignore S1025 the test is of what fmt's %s verb prints
 		"%v slice":  fmt.Sprintf("%v", []Profile{p}),
 		"slog text": text.String(),
 		"slog json": js.String(),

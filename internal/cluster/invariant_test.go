@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,5 +136,5 @@ func TestInvariantsAcrossReplicas(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	t.Log(fmt.Sprintf("replay with: go test ./internal/cluster -run TestInvariantsAcrossReplicas -args -invariant.seed=%d", seed))
+	t.Logf("replay with: go test ./internal/cluster -run TestInvariantsAcrossReplicas -args -invariant.seed=%d", seed)
 }

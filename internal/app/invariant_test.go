@@ -44,7 +44,7 @@ func (s *single) Stored(t testing.TB, id string) (invariant.Row, bool) {
 	if err != nil {
 		return invariant.Row{}, false
 	}
-	row := invariant.Row{Status: string(c.Status)}
+	row := invariant.Row{Status: string(c.Status), RefreshInFlight: !c.RefreshStartedAt.IsZero()}
 	if c.Failure != nil {
 		row.FailureCode = c.Failure.Code
 	}

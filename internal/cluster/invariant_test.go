@@ -49,8 +49,9 @@ func (ct clusterTarget) Stored(t testing.TB, id string) (invariant.Row, bool) {
 		found   bool
 	)
 	ct.query(t, func(conn *pgx.Conn) error {
-		err := conn.QueryRow(context.Background(), `SELECT status, failure->>'code', refresh_token FROM connections WHERE id = $1`, id).
-			Scan(&row.Status, &code, &refresh)
+		err := conn.QueryRow(context.Background(), `SELECT status, failure->>'code', refresh_token, refresh_started_at IS NOT NULL
+			FROM connections WHERE id = $1`, id).
+			Scan(&row.Status, &code, &refresh, &row.RefreshInFlight)
 		if err == pgx.ErrNoRows {
 			return nil
 		}

@@ -50,20 +50,12 @@ func loadProviders(cfgPath string) ([]providerReport, []provider.Profile, error)
 	reports := make([]providerReport, 0, len(cfg.Providers))
 	profiles := make([]provider.Profile, 0, len(cfg.Providers))
 	for i, pc := range cfg.Providers {
-		one := *cfg
-		one.Providers = []config.ProviderConfig{pc}
 		r := providerReport{Name: pc.Name, Status: "ok"}
 		if r.Name == "" {
 			r.Name = fmt.Sprintf("providers[%d]", i)
 		}
-		var p provider.Profile
-		cat, err := one.Catalog()
-		if err == nil {
-			var ok bool
-			if p, ok = cat.Get(pc.Name); !ok {
-				err = errors.New("not in the catalog")
-			}
-		}
+		p, err := cfg.ProviderProfile(i)
+		p = p.WithDefaults()
 		if err != nil {
 			// Messages name fields, variables and paths, never secret values.
 			r.Status, r.Detail = "invalid", strings.ReplaceAll(err.Error(), "\n", "; ")

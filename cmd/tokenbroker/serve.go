@@ -40,15 +40,23 @@ With no --config it listens on 127.0.0.1:8080, keeps its data in
 the listener is bound and the database migrated.`,
 		Args: exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(c.configPath)
-			if err != nil {
-				return err
-			}
+			// Flags win over the environment, which wins over the file;
+			// everything is checked in one pass.
+			flags := map[string]string{}
 			if listen != "" {
-				cfg.Listen = listen
+				flags[config.EnvName("listen")] = listen
 			}
 			if database != "" {
-				cfg.Database = database
+				flags[config.EnvName("database")] = database
+			}
+			cfg, err := config.ReadEnv(c.configPath, func(k string) (string, bool) {
+				if v, ok := flags[k]; ok {
+					return v, true
+				}
+				return os.LookupEnv(k)
+			})
+			if err != nil {
+				return err
 			}
 			return serve(cmd.Context(), c, cfg)
 		},
@@ -59,9 +67,6 @@ the listener is bound and the database migrated.`,
 }
 
 func serve(ctx context.Context, c *cli, cfg *config.Config) error {
-	if err := cfg.Validate(); err != nil {
-		return err
-	}
 	log := newLogger(cfg, c.stderr)
 	if err := app.EnsureDataDir(cfg.DataDir); err != nil {
 		return err

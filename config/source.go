@@ -338,4 +338,3 @@ func editDistance(a, b string) int {
 	}
 	return prev[len(b)]
 }
-

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -23,6 +24,14 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.LogFormat == "json" {
+		// Durations as "1.5s", not as a count of nanoseconds: log
+		// pipelines and people read the same thing the text format shows.
+		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindDuration {
+				a.Value = slog.StringValue(a.Value.Duration().String())
+			}
+			return a
+		}
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
@@ -30,6 +39,7 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 
 func newServeCmd(c *cli) *cobra.Command {
 	var listen, database string
+	migrate := true
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "run the server",
@@ -58,27 +68,34 @@ the listener is bound and the database migrated.`,
 			if err != nil {
 				return err
 			}
-			return serve(cmd.Context(), c, cfg)
+			return serve(cmd.Context(), c, cfg, serveOptions{migrate: migrate})
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen on (overrides listen:)")
 	cmd.Flags().StringVar(&database, "database", "", "database DSN (overrides database:)")
+	cmd.Flags().BoolVar(&migrate, "migrate", true, "apply pending schema migrations on start; with --migrate=false, refuse to start on a schema that is behind (run `tokenbroker migrate up` first)")
 	return cmd
 }
 
-func serve(ctx context.Context, c *cli, cfg *config.Config) error {
+type serveOptions struct {
+	migrate bool
+	// ready, if not nil, receives the bound address (tests).
+	ready chan<- net.Addr
+}
+
+func serve(ctx context.Context, c *cli, cfg *config.Config, opts serveOptions) error {
 	log := newLogger(cfg, c.stderr)
 	if err := app.EnsureDataDir(cfg.DataDir); err != nil {
 		return err
 	}
-	a, err := app.New(ctx, cfg, app.Options{Logger: log})
+	a, err := app.New(ctx, cfg, app.Options{Logger: log, SkipMigrate: !opts.migrate})
 	if err != nil {
 		return err
 	}
 	defer a.Close()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (another process has the port? choose another with --listen or TOKENBROKER_LISTEN)", err)
 	}
 	// Only now, with the database migrated and the port ours, is the
 	// bootstrap key created and shown: a start that fails earlier leaves
@@ -101,5 +118,26 @@ func serve(ctx context.Context, c *cli, cfg *config.Config) error {
 			}
 		}
 	}()
-	return a.ServeListener(ctx, ln, nil)
+	// The first SIGINT/SIGTERM cancels ctx (main); a second one, while
+	// the server drains, ends the shutdown at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	force := make(chan struct{})
+	served := make(chan struct{})
+	defer close(served)
+	go func() {
+		for n := 0; ; {
+			select {
+			case <-sigs:
+				if n++; n == 2 {
+					close(force)
+					return
+				}
+			case <-served:
+				return
+			}
+		}
+	}()
+	return a.ServeGraceful(ctx, ln, app.ServeOptions{Ready: opts.ready, Force: force})
 }

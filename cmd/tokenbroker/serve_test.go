@@ -212,4 +212,3 @@ func startServeJSON(t *testing.T, args ...string) *serveProc {
 	t.Cleanup(func() { s.stop(t) })
 	return s
 }
-

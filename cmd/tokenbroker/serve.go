@@ -6,8 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,6 +42,7 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 func newServeCmd(c *cli) *cobra.Command {
 	var listen, database string
 	migrate := true
+	var demoMode bool
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "run the server",
@@ -59,6 +62,9 @@ the listener is bound and the database migrated.`,
 			if database != "" {
 				flags[config.EnvName("database")] = database
 			}
+			if _, set := os.LookupEnv(config.EnvName("data_dir")); demoMode && c.configPath == "" && !set {
+				flags[config.EnvName("data_dir")] = demoDataDir
+			}
 			cfg, err := config.ReadEnv(c.configPath, func(k string) (string, bool) {
 				if v, ok := flags[k]; ok {
 					return v, true
@@ -68,11 +74,12 @@ the listener is bound and the database migrated.`,
 			if err != nil {
 				return err
 			}
-			return serve(cmd.Context(), c, cfg, serveOptions{migrate: migrate})
+			return serve(cmd.Context(), c, cfg, serveOptions{migrate: migrate, demo: demoMode})
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "", "address to listen on (overrides listen:)")
 	cmd.Flags().StringVar(&database, "database", "", "database DSN (overrides database:)")
+	cmd.Flags().BoolVar(&demoMode, "demo", false, "also run the built-in sandbox provider \"demo\" at /demo/ to try tokenbroker without registering an OAuth app (loopback only; data in "+demoDataDir+")")
 	cmd.Flags().BoolVar(&migrate, "migrate", true, "apply pending schema migrations on start; with --migrate=false, refuse to start on a schema that is behind (run `tokenbroker migrate up` first)")
 	return cmd
 }
@@ -81,27 +88,50 @@ type serveOptions struct {
 	migrate bool
 	// ready, if not nil, receives the bound address (tests).
 	ready chan<- net.Addr
+	demo  bool
 }
 
 func serve(ctx context.Context, c *cli, cfg *config.Config, opts serveOptions) error {
 	log := newLogger(cfg, c.stderr)
+	if opts.demo {
+		if err := checkDemoListen(cfg.Listen); err != nil {
+			return err
+		}
+	}
 	if err := app.EnsureDataDir(cfg.DataDir); err != nil {
 		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("%w (another process has the port? choose another with --listen or TOKENBROKER_LISTEN)", err)
+	}
+	defer ln.Close()
+	if strings.HasSuffix(cfg.PublicURL, ":0") {
+		// Listening on port 0: the default public URL names the port
+		// the system chose.
+		cfg.PublicURL = "http://" + ln.Addr().String()
+	}
+	var wrap func(http.Handler) http.Handler
+	if opts.demo {
+		sb, err := setupDemo(cfg, ln.Addr())
+		if err != nil {
+			return err
+		}
+		wrap = mountDemo(sb)
+		log.Warn("DEMO MODE: the sandbox provider \"demo\" is enabled; never use --demo for real connections", "sandbox", cfg.PublicURL+demoPrefix+"/")
 	}
 	a, err := app.New(ctx, cfg, app.Options{Logger: log, SkipMigrate: !opts.migrate})
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("%w (another process has the port? choose another with --listen or TOKENBROKER_LISTEN)", err)
-	}
 	// Only now, with the database migrated and the port ours, is the
 	// bootstrap key created and shown: a start that fails earlier leaves
 	// no key behind that nobody saw.
+	if opts.demo {
+		demoBanner(c.stdout, cfg)
+	}
 	if _, err := a.BootstrapAPIKey(ctx, c.stdout, time.Now()); err != nil {
-		ln.Close()
 		return err
 	}
 	// SIGHUP re-reads the key file, so a key added by `keys rotate`
@@ -139,5 +169,5 @@ func serve(ctx context.Context, c *cli, cfg *config.Config, opts serveOptions) e
 			}
 		}
 	}()
-	return a.ServeGraceful(ctx, ln, app.ServeOptions{Ready: opts.ready, Force: force})
+	return a.ServeGraceful(ctx, ln, app.ServeOptions{Ready: opts.ready, Force: force, Wrap: wrap})
 }

@@ -31,6 +31,9 @@ type ServeOptions struct {
 	// Force, when closed during shutdown, ends it at once: the listener
 	// and every connection are closed (a second SIGTERM/SIGINT).
 	Force <-chan struct{}
+	// Wrap, if not nil, wraps the server's handler (the demo sandbox
+	// mounts itself this way).
+	Wrap func(http.Handler) http.Handler
 }
 
 // Serve listens on the configured address and serves until ctx is
@@ -60,6 +63,9 @@ func (a *App) ServeListener(ctx context.Context, ln net.Listener, ready chan<- n
 func (a *App) ServeGraceful(ctx context.Context, ln net.Listener, opts ServeOptions) error {
 	var inFlight, served atomic.Int64
 	handler := a.Server.Handler()
+	if opts.Wrap != nil {
+		handler = opts.Wrap(handler)
+	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			inFlight.Add(1)

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +130,40 @@ providers:
 	_, err = ReadEnv(path, env(nil))
 	if err == nil || !strings.Contains(err.Error(), path+":4: providers[0].token_url: uses ${ACME_HOST}, but the environment variable ACME_HOST is not set") {
 		t.Errorf("unset variable: %v", err)
+	}
+}
+
+// Each one-provider example loads and validates once its variables and
+// secret are there, and names exactly what is missing when they are not.
+func TestOneProviderExamples(t *testing.T) {
+	dir := t.TempDir()
+	secretFile := dir + "/github-secret"
+	if err := os.WriteFile(secretFile, []byte("s3cret-for-test"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	exampleDir, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	t.Setenv("GOOGLE_CLIENT_SECRET", "x")
+	t.Setenv("ACME_CLIENT_SECRET", "x")
+	for file, vars := range map[string]map[string]string{
+		"github.yaml": {"GITHUB_CLIENT_ID": "Iv1.test"},
+		"google.yaml": {"GOOGLE_CLIENT_ID": "x.apps.googleusercontent.com"},
+		"custom.yaml": {"ACME_ISSUER": "https://login.acme.example", "ACME_CLIENT_ID": "c"},
+	} {
+		path := exampleDir + "/" + file
+		c, err := ReadEnv(path, env(vars))
+		if err != nil {
+			t.Errorf("%s: %v", file, err)
+			continue
+		}
+		if len(c.Providers) != 1 {
+			t.Errorf("%s: %d providers", file, len(c.Providers))
+		}
+		if _, err := ReadEnv(path, env(nil)); err == nil || !strings.Contains(err.Error(), "is not set") {
+			t.Errorf("%s without its variables: %v", file, err)
+		}
 	}
 }

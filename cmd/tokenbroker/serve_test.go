@@ -135,8 +135,15 @@ func TestBootstrapKeyOnlyAfterBind(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("the bootstrap key printed after the failed start does not work: %d", resp.StatusCode)
 	}
+	// The container health check asks the running server.
+	if code, out, errOut := runCLI(t, "healthcheck", "--url", s.base, "--path", "/readyz"); code != 0 || out != "ok\n" {
+		t.Errorf("healthcheck: exit %d %q %q", code, out, errOut)
+	}
 	if code := s.stop(t); code != 0 {
 		t.Errorf("orderly shutdown exited %d\n%s", code, s.stderr.String())
+	}
+	if code, _, _ := runCLI(t, "healthcheck", "--url", s.base); code != exitFailure {
+		t.Errorf("healthcheck of a stopped server: exit %d", code)
 	}
 	if !strings.Contains(s.stderr.String(), "shutdown complete") {
 		t.Errorf("no shutdown summary line:\n%s", s.stderr)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/internal/app"
+	"github.com/tokenbroker/tokenbroker/internal/tracing"
 )
 
 func init() { registerCommand(newServeCmd) }
@@ -120,7 +121,21 @@ func serve(ctx context.Context, c *cli, cfg *config.Config, opts serveOptions) e
 		wrap = mountDemo(sb)
 		log.Warn("DEMO MODE: the sandbox provider \"demo\" is enabled; never use --demo for real connections", "sandbox", cfg.PublicURL+demoPrefix+"/")
 	}
-	a, err := app.New(ctx, cfg, app.Options{Logger: log, SkipMigrate: !opts.migrate})
+	tp, stopTracing, err := tracing.Setup(ctx, os.Getenv, versionString())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("flushing traces failed", "error", err)
+		}
+	}()
+	if tp != nil {
+		log.Info("tracing on: exporting spans over OTLP/HTTP as the OTEL_* variables say")
+	}
+	a, err := app.New(ctx, cfg, app.Options{Logger: log, SkipMigrate: !opts.migrate, TracerProvider: tp})
 	if err != nil {
 		return err
 	}

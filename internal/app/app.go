@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/config"
@@ -55,6 +56,10 @@ type Options struct {
 	// SkipMigrate opens the database without migrating it: the schema
 	// must already be current (`tokenbroker migrate up` ran first).
 	SkipMigrate bool
+	// TracerProvider, if not nil, traces HTTP requests, refreshes, lease
+	// waits, store calls and provider calls (internal/tracing). Nil: no
+	// instrumentation at all.
+	TracerProvider trace.TracerProvider
 }
 
 // App is an assembled tokenbroker.
@@ -80,6 +85,7 @@ type App struct {
 
 	// draining is set when shutdown starts: /readyz fails from then on.
 	draining atomic.Bool
+	tp       trace.TracerProvider
 }
 
 // KeyFileWatchInterval is how often an idle server looks at its key file
@@ -128,6 +134,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	if hc == nil {
 		hc = &http.Client{Timeout: 60 * time.Second}
 	}
+	hc = traceClient(hc, opts.TracerProvider) // tracing.go
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -155,7 +162,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	if created {
 		log.Info("created a new encryption key file; back it up: without it stored tokens cannot be read", "path", cfg.EncryptionKeysFile)
 	}
-	a := &App{Config: cfg, Store: st, Keys: keys, Catalog: catalog, log: log}
+	a := &App{Config: cfg, Store: st, Keys: keys, Catalog: catalog, log: log, tp: opts.TracerProvider}
 	if err := a.newMetrics(now); err != nil {
 		st.Close()
 		return nil, err
@@ -230,6 +237,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		TokenCacheSize: TokenCacheSize,
 		Changes:        changes,
 		Store:          st,
+		Tracer:         tracer(opts.TracerProvider),
 		Sealer:         keys,
 		Providers:      providers,
 		RefreshTimeout: cfg.Refresh.Timeout,
@@ -271,7 +279,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		Broker:         a.Broker,
 		Keys:           st,
 		Targets:        targets,
-		ProxyTransport: proxyTransport,
+		ProxyTransport: traceTransport(proxyTransport, opts.TracerProvider),
 		MaxReplayBody:  cfg.Proxy.MaxReplayBody,
 		Ready:          a.ready,
 		Logger:         log,

@@ -62,7 +62,7 @@ func (a *App) ServeListener(ctx context.Context, ln net.Listener, ready chan<- n
 // closed.
 func (a *App) ServeGraceful(ctx context.Context, ln net.Listener, opts ServeOptions) error {
 	var inFlight, served atomic.Int64
-	handler := a.Server.Handler()
+	handler := a.Handler()
 	if opts.Wrap != nil {
 		handler = opts.Wrap(handler)
 	}

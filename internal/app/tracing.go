@@ -52,15 +52,8 @@ func (a *App) Handler() http.Handler {
 	if a.tp == nil {
 		return h
 	}
-	// The span is named by the route once the mux has matched it
-	// ("GET /v1/connections/{id}/token"), never by the raw path, which
-	// holds connection ids.
-	named := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(w, r)
-		if r.Pattern != "" {
-			trace.SpanFromContext(r.Context()).SetName(r.Pattern)
-		}
-	})
-	return otelhttp.NewHandler(named, "tokenbroker", otelhttp.WithTracerProvider(a.tp), otelhttp.WithPropagators(tracing.Propagator),
+	// The server renames the span to the route once it has matched it
+	// ("GET /v1/connections/{id}/token"); until then it is the method.
+	return otelhttp.NewHandler(h, "tokenbroker", otelhttp.WithTracerProvider(a.tp), otelhttp.WithPropagators(tracing.Propagator),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }))
 }

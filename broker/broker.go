@@ -83,11 +83,11 @@ const (
 
 // Options configures a [Broker]. Store, Sealer and Providers are required.
 type Options struct {
-	Store     Store
-	Sealer    Sealer
+	Store  Store
+	Sealer Sealer
 	// Tracer, if not nil, records spans for refreshes, lease waits and
 	// store calls (tracing.go); nil records nothing.
-	Tracer trace.Tracer
+	Tracer    trace.Tracer
 	Providers map[string]Provider
 	// Owner names this process in leases; default a random id. Each replica
 	// must have its own.
@@ -167,7 +167,7 @@ const (
 // Broker is the service core. It is safe for concurrent use.
 type Broker struct {
 	// tracer records spans (tracing.go); nil when tracing is off.
-	tracer trace.Tracer
+	tracer    trace.Tracer
 	store     Store
 	sealer    Sealer
 	providers map[string]Provider

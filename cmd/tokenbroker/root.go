@@ -40,9 +40,6 @@ type cli struct {
 	output string
 	// jsonFlag is the older --json spelling of --output json.
 	jsonFlag bool
-	// forceExit, when set (by main's signal handling in serve), ends the
-	// process at once; tests leave it nil.
-	forceExit func(code int)
 }
 
 // commandFactory builds one top-level command.

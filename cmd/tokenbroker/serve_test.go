@@ -97,14 +97,6 @@ func (s *serveProc) stop(t *testing.T) int {
 	return code
 }
 
-func writeFile(t *testing.T, path, text string) string {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
 var bootstrapKeyRE = regexp.MustCompile(`(tbk_[A-Za-z0-9_-]+)`)
 
 // A port already taken used to cost the bootstrap key: it was created and

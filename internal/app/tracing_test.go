@@ -156,7 +156,7 @@ providers:
 			f.provider = true
 		}
 		for _, kv := range s.Attributes {
-			if v := kv.Value.Emit(); strings.Contains(v, access) || strings.Contains(v, refresh) || strings.Contains(v, key) {
+			if v := kv.Value.String(); strings.Contains(v, access) || strings.Contains(v, refresh) || strings.Contains(v, key) {
 				t.Errorf("span %s records a secret in %s", s.Name, kv.Key)
 			}
 		}

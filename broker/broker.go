@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 	"golang.org/x/time/rate"
 
@@ -82,8 +83,11 @@ const (
 
 // Options configures a [Broker]. Store, Sealer and Providers are required.
 type Options struct {
-	Store     Store
-	Sealer    Sealer
+	Store  Store
+	Sealer Sealer
+	// Tracer, if not nil, records spans for refreshes, lease waits and
+	// store calls (tracing.go); nil records nothing.
+	Tracer    trace.Tracer
 	Providers map[string]Provider
 	// Owner names this process in leases; default a random id. Each replica
 	// must have its own.
@@ -162,6 +166,8 @@ const (
 
 // Broker is the service core. It is safe for concurrent use.
 type Broker struct {
+	// tracer records spans (tracing.go); nil when tracing is off.
+	tracer    trace.Tracer
 	store     Store
 	sealer    Sealer
 	providers map[string]Provider
@@ -198,7 +204,8 @@ func New(opts Options) (*Broker, error) {
 		return nil, errors.New("broker: Options.Sealer is required")
 	}
 	b := &Broker{
-		store:     opts.Store,
+		store:     traceStore(opts.Store, opts.Tracer),
+		tracer:    opts.Tracer,
 		sealer:    opts.Sealer,
 		providers: make(map[string]Provider, len(opts.Providers)),
 		owner:     opts.Owner,

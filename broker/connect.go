@@ -138,7 +138,7 @@ func (b *Broker) authCodeProvider(name string) (Provider, AuthCodeEndpoint, erro
 		return Provider{}, nil, &ValidationError{"provider", "is required"}
 	}
 	if !ok {
-		return Provider{}, nil, &ValidationError{"provider", fmt.Sprintf("unknown provider %q", name)}
+		return Provider{}, nil, b.unknownProvider(name)
 	}
 	ep, ok := p.Endpoint.(AuthCodeEndpoint)
 	if !ok {
@@ -378,7 +378,7 @@ func (b *Broker) saveGrant(ctx context.Context, id, provider, grant string, tok 
 	}
 	p, ok := b.providers[provider]
 	if !ok {
-		return store.Connection{}, false, &ValidationError{"provider", fmt.Sprintf("unknown provider %q", provider)}
+		return store.Connection{}, false, b.unknownProvider(provider)
 	}
 	if tok == nil || tok.AccessToken == "" {
 		return store.Connection{}, false, &ValidationError{"access_token", "the provider issued no access token"}
@@ -490,7 +490,7 @@ func (b *Broker) CreateClientCredentialsConnection(ctx context.Context, in Clien
 	}
 	p, ok := b.providers[in.Provider]
 	if !ok {
-		return store.Connection{}, &ValidationError{"provider", fmt.Sprintf("unknown provider %q", in.Provider)}
+		return store.Connection{}, b.unknownProvider(in.Provider)
 	}
 	ep, ok := p.Endpoint.(ClientCredentialsEndpoint)
 	if !ok {

@@ -71,7 +71,7 @@ func (b *Broker) validateImport(in *Import) (Provider, error) {
 		return Provider{}, &ValidationError{"provider", "is required"}
 	}
 	if !ok {
-		return Provider{}, &ValidationError{"provider", fmt.Sprintf("unknown provider %q", in.Provider)}
+		return Provider{}, b.unknownProvider(in.Provider)
 	}
 	if in.AccessToken == "" {
 		return Provider{}, &ValidationError{"access_token", "is required"}

@@ -74,6 +74,7 @@ func (b *Broker) takeLease(ctx context.Context, id, owner string, answered func(
 	defer func() {
 		if waited > 0 {
 			b.metrics.LeaseWaited(provider, waited) // once per flight, however many rounds
+			b.leaseWaitSpan(ctx, id, waited)        // tracing.go
 		}
 	}()
 	for {

@@ -127,7 +127,7 @@ func (b *Broker) refresh(ctx context.Context, id string, reason lifecycle.Reason
 	ch := b.flights.DoChan(key, func() (any, error) {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout+b.leaseTTL)
 		defer cancel()
-		return b.refreshFlight(fctx, id, reason, stale)
+		return b.tracedFlight(fctx, id, reason, stale) // tracing.go: refreshFlight in a span
 	})
 	select {
 	case <-ctx.Done():

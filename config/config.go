@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -38,10 +39,22 @@ const (
 	DefaultSchedulerInterval    = time.Second
 	DefaultSchedulerConcurrency = 8
 	DefaultSchedulerBatchSize   = 100
+
+	// DefaultDrainDelay is how long the server keeps accepting requests
+	// after /readyz starts failing. Zero: a single process has no load
+	// balancer to tell; behind one, set shutdown.drain_delay to a few
+	// probe periods.
+	DefaultDrainDelay = 0
+	// shutdownMargin is added to the longest request timeout to make the
+	// default shutdown grace, so a request started just before the
+	// signal can finish.
+	shutdownMargin = 5 * time.Second
 )
 
 // Config is tokenbroker's configuration. Relative paths are relative to the
-// working directory.
+// working directory of the process (not to the config file's directory),
+// so a path means the same thing in the file, in a TOKENBROKER_*
+// variable and on the command line.
 type Config struct {
 	// Listen is the HTTP listen address, host:port. Default 127.0.0.1:8080.
 	Listen string
@@ -67,6 +80,22 @@ type Config struct {
 	Refresh   RefreshConfig
 	Webhooks  WebhooksConfig
 	Scheduler SchedulerConfig
+	Shutdown  ShutdownConfig
+
+	// src says where each value came from, for error messages.
+	src *source
+}
+
+// ShutdownConfig tunes the orderly shutdown on SIGTERM or SIGINT.
+type ShutdownConfig struct {
+	// Grace bounds how long in-flight requests may run after the listener
+	// closes. Default: the longest of proxy.timeout and refresh.timeout,
+	// plus 5s, so no request cut short by the deadline it was promised.
+	Grace time.Duration
+	// DrainDelay is how long the server goes on accepting requests after
+	// /readyz starts failing, so load balancers stop sending traffic
+	// before the listener closes. Default 0.
+	DrainDelay time.Duration
 }
 
 // ProxyConfig tunes the API proxy.
@@ -172,6 +201,12 @@ type fileConfig struct {
 	Refresh            fileRefresh      `yaml:"refresh"`
 	Webhooks           WebhooksConfig   `yaml:"webhooks"`
 	Scheduler          fileScheduler    `yaml:"scheduler"`
+	Shutdown           fileShutdown     `yaml:"shutdown"`
+}
+
+type fileShutdown struct {
+	Grace      string `yaml:"grace"`
+	DrainDelay string `yaml:"drain_delay"`
 }
 
 type fileProxy struct {
@@ -194,7 +229,9 @@ type fileScheduler struct {
 
 // fieldError is a problem with one configuration value, named by its path.
 type fieldError struct {
-	file    string // set by Load
+	file    string // the config file, when the value came from one
+	line    int    // its line in the file, 0 when unknown
+	env     string // the environment variable that set the value
 	path    string // "providers[1].refresh_window"
 	problem string
 	err     error
@@ -202,10 +239,27 @@ type fieldError struct {
 
 func (e *fieldError) Error() string {
 	msg := "config: "
-	if e.file != "" {
+	switch {
+	case e.env != "":
+		return msg + e.path + " (from " + e.env + "): " + e.problem
+	case e.file != "" && e.line > 0:
+		msg += fmt.Sprintf("%s:%d: ", e.file, e.line)
+	case e.file != "":
 		msg += e.file + ": "
 	}
 	return msg + e.path + ": " + e.problem
+}
+
+// locate fills in where the value came from, from the source.
+func (e *fieldError) locate(src *source) {
+	if src == nil || e.file != "" || e.env != "" {
+		return
+	}
+	if v, ok := src.env[e.path]; ok {
+		e.env = v
+		return
+	}
+	e.file, e.line = src.file, src.lineOf(e.path)
 }
 func (e *fieldError) Unwrap() error { return e.err }
 
@@ -214,37 +268,138 @@ func (e *fieldError) Unwrap() error { return e.err }
 // rejects unknown fields, more than one YAML document, and durations or
 // sizes it cannot parse; it does not check the values further: call
 // [Config.Validate] before use.
+//
+// The environment overrides the file: TOKENBROKER_LISTEN sets listen,
+// TOKENBROKER_PROXY_TIMEOUT sets proxy.timeout, and so on for every
+// setting [EnvNames] lists; ${VAR} in any string of the file is replaced
+// by the variable's value.
 func Load(path string) (*Config, error) {
-	c := &Config{}
+	return LoadEnv(path, os.LookupEnv)
+}
+
+// LoadEnv is [Load] with the environment read through lookup.
+func LoadEnv(path string, lookup func(string) (string, bool)) (*Config, error) {
+	c := &Config{src: &source{file: path, lines: map[string]int{}, env: map[string]string{}}}
+	var data []byte
 	if path != "" {
-		data, err := os.ReadFile(path)
-		if err != nil {
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
 			return nil, fmt.Errorf("config: %w", err)
 		}
-		if err := c.decode(path, data); err != nil {
-			return nil, err
-		}
+	}
+	if err := c.decode(path, data, lookup); err != nil {
+		return nil, err
 	}
 	c.SetDefaults()
 	return c, nil
 }
 
-func (c *Config) decode(file string, data []byte) error {
-	var f fileConfig
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil // an empty file: defaults only
+// Read is [Load] followed by [Config.Validate], reporting the problems of
+// both in one pass, in file order: a file with three mistakes gets three
+// messages at once, each with its line and path.
+func Read(path string) (*Config, error) {
+	return ReadEnv(path, os.LookupEnv)
+}
+
+// ReadEnv is [Read] with the environment read through lookup.
+func ReadEnv(path string, lookup func(string) (string, bool)) (*Config, error) {
+	c, err := LoadEnv(path, lookup)
+	if err != nil {
+		var le *loadError
+		if !errors.As(err, &le) || le.partial == nil {
+			return nil, err
 		}
-		return fmt.Errorf("config: %s: %w", file, yamlError(err))
+		// The file parsed but some values did not: check the rest too, and
+		// drop what Validate says again about the same paths.
+		c = le.partial
+		seen := map[string]bool{}
+		for _, e := range flatten(le.err) {
+			var fe *fieldError
+			if errors.As(e, &fe) {
+				seen[fe.path] = true
+			}
+		}
+		errs := flatten(le.err)
+		for _, e := range flatten(c.Validate()) {
+			var fe *fieldError
+			if errors.As(e, &fe) && seen[fe.path] {
+				continue
+			}
+			errs = append(errs, e)
+		}
+		return nil, sortedErrors(errs)
 	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return fmt.Errorf("config: %s: more than one YAML document", file)
+	if err := c.Validate(); err != nil {
+		return nil, err
 	}
+	return c, nil
+}
+
+// loadError carries the configuration as far as it could be read, so Read
+// can report the remaining problems in the same pass.
+type loadError struct {
+	err     error
+	partial *Config
+}
+
+func (e *loadError) Error() string { return e.err.Error() }
+func (e *loadError) Unwrap() error { return e.err }
+
+// sortedErrors joins errors in file order (then environment ones, then the
+// rest).
+func sortedErrors(errs []error) error {
+	key := func(e error) (int, string) {
+		var fe *fieldError
+		if errors.As(e, &fe) {
+			if fe.env != "" {
+				return 1 << 30, fe.path
+			}
+			return fe.line, fe.path
+		}
+		return 1<<30 + 1, e.Error()
+	}
+	slices.SortStableFunc(errs, func(a, b error) int {
+		la, pa := key(a)
+		lb, pb := key(b)
+		if la != lb {
+			return la - lb
+		}
+		return strings.Compare(pa, pb)
+	})
+	return errors.Join(errs...)
+}
+
+func (c *Config) decode(file string, data []byte, lookup func(string) (string, bool)) error {
+	src := c.src
+	var f fileConfig
+	var errs []error
+	if len(bytes.TrimSpace(data)) > 0 {
+		var doc yaml.Node
+		if err := yaml.Unmarshal(data, &doc); err != nil {
+			return fmt.Errorf("config: %s: %w", file, err)
+		}
+		indexLines(&doc, "", src.lines)
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+			var te *yaml.TypeError
+			if !errors.As(err, &te) {
+				return fmt.Errorf("config: %s: %w", file, err)
+			}
+			// yaml goes on decoding after a type error: report them all
+			// and check the rest of the file too.
+			errs = append(errs, yamlErrors(src, te)...)
+		}
+		var extra yaml.Node
+		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+			return fmt.Errorf("config: %s: more than one YAML document", file)
+		}
+		expandEnv(reflect.ValueOf(&f).Elem(), "", lookup, &errs, src)
+	}
+	errs = append(errs, applyEnv(&f, lookup, src)...)
 
 	*c = Config{
+		src:                src,
 		Listen:             f.Listen,
 		Database:           f.Database,
 		DataDir:            f.DataDir,
@@ -255,14 +410,15 @@ func (c *Config) decode(file string, data []byte) error {
 		Providers:          f.Providers,
 		Webhooks:           f.Webhooks,
 	}
-	var errs []error
 	parseDur := func(path, s string, dst *time.Duration) {
 		if s == "" {
 			return
 		}
 		d, err := parseDuration(s)
 		if err != nil {
-			errs = append(errs, &fieldError{file: file, path: path, problem: err.Error()})
+			fe := &fieldError{path: path, problem: err.Error()}
+			fe.locate(src)
+			errs = append(errs, fe)
 			return
 		}
 		*dst = d
@@ -272,52 +428,87 @@ func (c *Config) decode(file string, data []byte) error {
 	parseDur("refresh.lease_ttl", f.Refresh.LeaseTTL, &c.Refresh.LeaseTTL)
 	parseDur("refresh.on_error_interval", f.Refresh.OnErrorInterval, &c.Refresh.OnErrorInterval)
 	parseDur("scheduler.interval", f.Scheduler.Interval, &c.Scheduler.Interval)
+	parseDur("shutdown.grace", f.Shutdown.Grace, &c.Shutdown.Grace)
+	parseDur("shutdown.drain_delay", f.Shutdown.DrainDelay, &c.Shutdown.DrainDelay)
 	c.Scheduler.Disabled = f.Scheduler.Disabled
 	c.Scheduler.Concurrency, c.Scheduler.BatchSize = f.Scheduler.Concurrency, f.Scheduler.BatchSize
 	if f.Proxy.MaxReplayBody != "" {
 		n, err := parseSize(f.Proxy.MaxReplayBody)
 		if err != nil {
-			errs = append(errs, &fieldError{file: file, path: "proxy.max_replay_body", problem: err.Error()})
+			fe := &fieldError{path: "proxy.max_replay_body", problem: err.Error()}
+			fe.locate(src)
+			errs = append(errs, fe)
 		}
 		c.Proxy.MaxReplayBody = n
 	}
-	return errors.Join(errs...)
+	for _, e := range errs {
+		var fe *fieldError
+		if errors.As(e, &fe) {
+			fe.locate(src)
+		}
+	}
+	if len(errs) > 0 {
+		partial := *c
+		partial.SetDefaults()
+		return &loadError{err: sortedErrors(errs), partial: &partial}
+	}
+	return nil
 }
 
 var unknownFieldRE = regexp.MustCompile(`^line (\d+): field (\S+) not found in type (\S+)$`)
 
-// yamlError rewords yaml's unknown-field messages, which name Go types, in
-// the file's terms.
-func yamlError(err error) error {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return err
-	}
-	msgs := make([]string, 0, len(te.Errors))
+// yamlErrors rewords yaml's messages, which name Go types, in the file's
+// terms: the path of the field, and what it must be.
+func yamlErrors(src *source, te *yaml.TypeError) []error {
+	var out []error
 	for _, m := range te.Errors {
-		sub := unknownFieldRE.FindStringSubmatch(m)
-		if sub == nil {
-			msgs = append(msgs, m)
+		if fe, ok := rewordTypeError(src, m); ok {
+			out = append(out, fe)
 			continue
 		}
-		where := map[string]string{
-			"config.ProviderConfig": " in providers",
-			"config.fileProxy":      " in proxy",
-			"config.fileRefresh":    " in refresh",
-			"config.WebhooksConfig": " in webhooks",
-			"config.WebhookConfig":  " in webhooks.endpoints",
-			"config.fileScheduler":  " in scheduler",
-		}[sub[3]]
-		msg := fmt.Sprintf("line %s: unknown field %q%s", sub[1], sub[2], where)
-		if strings.Contains(sub[2], "secret") && sub[3] == "config.WebhookConfig" {
-			msg += "; secrets are never written in the file: use secret_env or secret_file"
-		} else if strings.Contains(sub[2], "secret") {
-			msg += "; secrets are never written in the file: use client_secret_env or client_secret_file"
+		sub := unknownFieldRE.FindStringSubmatch(m)
+		if sub == nil {
+			out = append(out, fmt.Errorf("config: %s: %s", src.file, m))
+			continue
 		}
-		msgs = append(msgs, msg)
+		line, _ := strconv.Atoi(sub[1])
+		path := pathAtLine(src.lines, line)
+		if path == "" {
+			path = sub[2]
+		}
+		known := knownFields[sub[3]]
+		problem := "unknown setting"
+		if s := closest(sub[2], known); s != "" {
+			problem += fmt.Sprintf("; did you mean %q?", s)
+		} else if len(known) > 0 {
+			problem += " (known here: " + strings.Join(known, ", ") + ")"
+		}
+		if strings.Contains(sub[2], "secret") && sub[3] == "config.WebhookConfig" {
+			problem += "; secrets are never written in the file: use secret_env or secret_file"
+		} else if strings.Contains(sub[2], "secret") {
+			problem += "; secrets are never written in the file: use client_secret_env or client_secret_file"
+		}
+		out = append(out, &fieldError{file: src.file, line: line, path: path, problem: problem})
 	}
-	return errors.New(strings.Join(msgs, "; "))
+	return out
 }
+
+// knownFields lists the settings of each section, by the Go type yaml
+// names in its messages.
+var knownFields = func() map[string][]string {
+	out := map[string][]string{}
+	for _, v := range []any{fileConfig{}, ProviderConfig{}, fileProxy{}, fileRefresh{}, WebhooksConfig{}, WebhookConfig{}, fileScheduler{}, fileShutdown{}} {
+		t := reflect.TypeOf(v)
+		var names []string
+		for i := range t.NumField() {
+			if n, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); n != "" && n != "-" {
+				names = append(names, n)
+			}
+		}
+		out[t.String()] = names
+	}
+	return out
+}()
 
 func parseDuration(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(strings.TrimSpace(s))
@@ -403,6 +594,9 @@ func (c *Config) SetDefaults() {
 	if c.Scheduler.BatchSize == 0 {
 		c.Scheduler.BatchSize = DefaultSchedulerBatchSize
 	}
+	if c.Shutdown.Grace == 0 {
+		c.Shutdown.Grace = max(c.Proxy.Timeout, c.Refresh.Timeout) + shutdownMargin
+	}
 }
 
 // inDir joins dir and name keeping dir as written ("./data" stays
@@ -480,11 +674,27 @@ func (c *Config) Validate() error {
 	if c.Scheduler.BatchSize <= 0 {
 		bad("scheduler.batch_size", "must be positive, got %d", c.Scheduler.BatchSize)
 	}
+	if c.Shutdown.Grace <= 0 {
+		bad("shutdown.grace", "must be positive, got %s", c.Shutdown.Grace)
+	}
+	if c.Shutdown.DrainDelay < 0 {
+		bad("shutdown.drain_delay", "must not be negative, got %s", c.Shutdown.DrainDelay)
+	}
 
 	errs = append(errs, c.validateWebhooks()...)
 	_, perr := c.profiles()
 	errs = append(errs, perr...)
-	return errors.Join(errs...)
+	var out []error
+	for _, e := range errs {
+		for _, e := range flatten(e) {
+			var fe *fieldError
+			if errors.As(e, &fe) {
+				fe.locate(c.src)
+			}
+			out = append(out, e)
+		}
+	}
+	return sortedErrors(out)
 }
 
 func validPort(p string) bool {
@@ -533,39 +743,79 @@ func (c *Config) profiles() ([]provider.Profile, []error) {
 		seen = map[string]int{}
 	)
 	for i, pc := range c.Providers {
-		at := func(field string) string { return fmt.Sprintf("providers[%d].%s", i, field) }
-		bad := func(field, format string, args ...any) {
-			errs = append(errs, &fieldError{path: at(field), problem: fmt.Sprintf(format, args...)})
-		}
 		if pc.Name != "" {
 			if j, dup := seen[pc.Name]; dup {
-				bad("name", "%q is already used by providers[%d]", pc.Name, j)
+				errs = append(errs, &fieldError{path: fmt.Sprintf("providers[%d].name", i), problem: fmt.Sprintf("%q is already used by providers[%d]", pc.Name, j)})
 				continue
 			}
 			seen[pc.Name] = i
 		}
-		// Problems local to the entry (a bad duration, an unknown profile)
-		// do not stop the checks of the rest of it: report everything.
-		p, perrs := pc.merge(builtins)
-		for _, e := range perrs {
-			bad(e.path, "%s", e.problem)
-		}
-		var err error
-		if p, err = p.Expand(pc.Vars); err == nil {
-			err = p.Validate()
-		}
-		if err == nil {
-			p, err = p.ResolveSecret(nil)
-		}
-		if err != nil {
-			errs = append(errs, reindex(i, err)...)
+		p, perrs := c.profile(i, builtins)
+		if len(perrs) > 0 {
+			errs = append(errs, perrs...)
 			continue
 		}
-		if len(perrs) == 0 {
-			out = append(out, p)
-		}
+		out = append(out, p)
 	}
 	return out, errs
+}
+
+// ProviderProfile builds the providers[i] entry alone (merged, validated,
+// secret read), for commands that report each provider on its own. Errors
+// carry the entry's own index and line.
+func (c *Config) ProviderProfile(i int) (provider.Profile, error) {
+	p, errs := c.profile(i, provider.Builtins())
+	for _, e := range errs {
+		var fe *fieldError
+		if errors.As(e, &fe) {
+			fe.locate(c.src)
+		}
+	}
+	return p, errors.Join(errs...)
+}
+
+func (c *Config) profile(i int, builtins map[string]provider.Profile) (provider.Profile, []error) {
+	pc := c.Providers[i]
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &fieldError{path: fmt.Sprintf("providers[%d].%s", i, field), problem: fmt.Sprintf(format, args...)})
+	}
+	// Problems local to the entry (a bad duration, an unknown profile)
+	// do not stop the checks of the rest of it: report everything.
+	p, perrs := pc.merge(builtins)
+	for _, e := range perrs {
+		bad(e.path, "%s", e.problem)
+	}
+	var err error
+	if p, err = p.Expand(pc.Vars); err == nil {
+		err = p.Validate()
+	}
+	if err == nil {
+		p, err = p.ResolveSecret(nil)
+	}
+	if err != nil {
+		errs = append(errs, reindex(i, err)...)
+		if hint := builtinHint(pc, builtins); hint != "" {
+			bad("name", "%s", hint)
+		}
+	}
+	return p, errs
+}
+
+// builtinHint says, for an entry that failed validation and inherits
+// nothing, which built-in its name is probably a misspelling of: "githb"
+// fails with "token_url: required" because it is a custom provider.
+func builtinHint(pc ProviderConfig, builtins map[string]provider.Profile) string {
+	if pc.Profile != "" || pc.Name == "" {
+		return ""
+	}
+	if _, ok := builtins[pc.Name]; ok {
+		return ""
+	}
+	if s := closest(pc.Name, slices.Collect(maps.Keys(builtins))); s != "" {
+		return fmt.Sprintf("%q is not a built-in provider, so nothing is inherited; did you mean %q? (or give a custom provider its token_url or issuer)", pc.Name, s)
+	}
+	return ""
 }
 
 // reindex turns the provider package's "providers[name].field" errors into
@@ -607,7 +857,11 @@ func (pc ProviderConfig) merge(builtins map[string]provider.Profile) (provider.P
 	var p provider.Profile
 	switch base, ok := builtins[pc.Profile]; {
 	case pc.Profile != "" && !ok:
-		bad("profile", "unknown profile %q (built-ins: %s)", pc.Profile, strings.Join(slices.Sorted(maps.Keys(builtins)), ", "))
+		hint := ""
+		if s := closest(pc.Profile, slices.Collect(maps.Keys(builtins))); s != "" {
+			hint = fmt.Sprintf("did you mean %q? ", s)
+		}
+		bad("profile", "unknown profile %q (%sbuilt-ins: %s)", pc.Profile, hint, strings.Join(slices.Sorted(maps.Keys(builtins)), ", "))
 	case pc.Profile != "":
 		p = base
 	default:

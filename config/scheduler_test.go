@@ -31,7 +31,7 @@ func TestSchedulerSection(t *testing.T) {
 		{"negative interval", "scheduler:\n  interval: -1s\n", "scheduler.interval: must be positive, got -1s"},
 		{"negative concurrency", "scheduler:\n  concurrency: -2\n", "scheduler.concurrency: must be positive, got -2"},
 		{"negative batch", "scheduler:\n  batch_size: -1\n", "scheduler.batch_size: must be positive, got -1"},
-		{"unknown field", "scheduler:\n  workers: 3\n", `unknown field "workers" in scheduler`},
+		{"unknown field", "scheduler:\n  workers: 3\n", `scheduler.workers: unknown setting (known here: disabled, interval, concurrency, batch_size)`},
 	} {
 		err := loadAndValidate(t, tc.yaml)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -50,9 +50,13 @@ find_bin() {
 	done
 	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
 		log "no PostgreSQL binaries found; installing the postgresql package"
-		DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 &&
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2 ||
-			die "apt-get install postgresql failed"
+		# Without recommended packages and quietly: dpkg's output goes to
+		# a log, shown only on failure.
+		aptlog=$(mktemp /tmp/apt-postgresql-XXXXXX.log)
+		{ DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; } >"$aptlog" 2>&1 ||
+			{ tail -n 30 "$aptlog" >&2; die "apt-get install postgresql failed"; }
+		rm -f "$aptlog"
 		for p in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
 			if [ -x "$p/pg_ctl" ]; then
 				PG_BIN=$p

@@ -34,9 +34,14 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
 	echo "== installing chromium"
 	sudo=""
 	if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo="sudo -n"; fi
-	if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; }; then
+	# Without recommended packages (no avahi, cups, samba or a terminal
+	# emulator) and quietly: dpkg's output goes to a log, shown on failure.
+	aptlog=$(mktemp /tmp/apt-chromium-XXXXXX.log)
+	if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends chromium; } >"$aptlog" 2>&1; then
+		tail -n 30 "$aptlog"
 		echo "chromium could not be installed; the browser test will skip (fail in CI)"
 	fi
+	rm -f "$aptlog"
 fi
 
 # A throwaway PostgreSQL for the PostgreSQL tests, unless one was given. In

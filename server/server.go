@@ -11,6 +11,8 @@ import (
 	"runtime/debug"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/store"
 )
@@ -272,7 +274,9 @@ func routes() []route {
 		{"POST /v1/connect-sessions", accessAdmin, (*Server).createConnectSession},
 		{"GET /v1/connect/{session}", accessPublic, (*Server).connectStart},
 		{"GET /v1/connect/callback", accessPublic, (*Server).connectCallback},
-		{"GET /v1/openapi.json", accessTokens, (*Server).openAPI},
+		// Public: it describes the API and holds no secrets, and tools
+		// (code generators, API explorers) fetch it without a key.
+		{"GET /v1/openapi.json", accessPublic, (*Server).openAPI},
 	}
 }
 
@@ -378,6 +382,9 @@ func (s *Server) route(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ri := info(r.Context())
 		ri.pattern = rt.pattern
+		// With tracing on, the request's span is named by its route, never
+		// by the raw path (which holds connection ids); without, a no-op.
+		trace.SpanFromContext(r.Context()).SetName(rt.pattern)
 		if id := r.PathValue("id"); id != "" {
 			if broker.ValidID(id) {
 				ri.connection = id

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,15 +14,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-)
 
-// Exit statuses of the commands that talk to a running server (also in
-// the usage text).
-const (
-	exitFailure  = 1 // server or network error
-	exitUsage    = 2
-	exitNotFound = 3 // no such connection (or connect session)
-	exitReauth   = 4 // the provider refused to renew: a person must reconnect
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Environment of the client commands. The API key is read only from the
@@ -195,164 +188,197 @@ func writeJSON(w io.Writer, raw []byte) error {
 	return err
 }
 
-const connectionsUsage = `usage: tokenbroker connections <command> [flags]
+func init() { registerCommand(newConnectionsCmd) }
 
-  list [--provider P] [--status S] [--limit N]     list connections (all pages unless --limit)
-  get ID                                           a connection's status (exit 0 whatever the status)
-  import --file F                                  import the JSON body of POST /v1/connections (- for stdin)
-  import --id ID --provider P [--expires-in D] [--scope S] [--metadata JSON]
-                                                   import tokens read from $TOKENBROKER_ACCESS_TOKEN
-                                                   and $TOKENBROKER_REFRESH_TOKEN (never from flags)
-  import --id ID --provider P --grant client_credentials [--scopes "a b"]
-                                                   have the server obtain a client-credentials token
-  refresh ID                                       refresh now
-  delete ID                                        delete (revoking at the provider where possible)
-  connect-link --provider P --id ID [--redirect URL] [--scopes "a b"]
-                                                   a link for a person to connect (or reconnect) ID
+const connectionsLong = `Commands against a running server: $TOKENBROKER_URL (default
+http://127.0.0.1:8080), with the API key read from $TOKENBROKER_API_KEY (never
+from a flag, so it stays out of shell history). Every command takes
+--output json to print the server's JSON answer.`
 
-Every command takes --json to print the server's JSON answer. The server is
-$TOKENBROKER_URL (default http://127.0.0.1:8080); the API key is read from
-$TOKENBROKER_API_KEY.
-`
-
-func cmdConnections(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usageErr("connections needs a command\n\n%s", connectionsUsage)
-	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("connections "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, connectionsUsage) }
-	asJSON := fs.Bool("json", false, "print the server's JSON answer")
+func newConnectionsCmd(c *cli) *cobra.Command {
 	var (
-		provider, status, id, file, grant, scope, scopes, metadata, redirect *string
-		limit                                                                *int
-		expiresIn                                                            *time.Duration
+		provider, status, id, file, grant, scope, scopes, metadata, redirect string
+		limit                                                                int
+		expiresIn                                                            time.Duration
 	)
-	switch sub {
-	case "list":
-		provider = fs.String("provider", "", "only this provider's connections")
-		status = fs.String("status", "", "only connections in this status: active, needs_reauth, revoked")
-		limit = fs.Int("limit", 0, "at most this many (default: all)")
-	case "import":
-		file = fs.String("file", "", "JSON body of POST /v1/connections; - reads stdin")
-		id = fs.String("id", "", "connection id")
-		provider = fs.String("provider", "", "provider name")
-		grant = fs.String("grant", "", "client_credentials: the server obtains the token")
-		scope = fs.String("scope", "", "the imported token's scope")
-		scopes = fs.String("scopes", "", "with --grant client_credentials: space-separated scopes to request")
-		metadata = fs.String("metadata", "", "JSON to keep with the connection")
-		expiresIn = fs.Duration("expires-in", 0, "the imported access token's remaining lifetime (e.g. 55m)")
-	case "connect-link":
-		id = fs.String("id", "", "the connection to create or reconnect")
-		provider = fs.String("provider", "", "provider name")
-		redirect = fs.String("redirect", "", "where the browser goes when done (absolute http(s) URL)")
-		scopes = fs.String("scopes", "", "space-separated scopes to request on top of the provider's")
-	case "get", "refresh", "delete":
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, connectionsUsage)
-		return nil
-	default:
-		return usageErr("unknown connections command %q\n\n%s", sub, connectionsUsage)
+	list := &cobra.Command{
+		Use:   "list [--provider P] [--status S] [--limit N]",
+		Short: "list connections (all pages unless --limit)",
+		Args:  exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := newAPIClient()
+			if err != nil {
+				return err
+			}
+			return listConnections(cmd.Context(), api, c.stdout, provider, status, limit, c.asJSON())
+		},
 	}
-	if err := parseFlags(fs, args); err != nil {
-		return err
+	list.Flags().StringVar(&provider, "provider", "", "only this provider's connections")
+	list.Flags().StringVar(&status, "status", "", "only connections in this status: active, needs_reauth, revoked")
+	list.Flags().IntVar(&limit, "limit", 0, "at most this many (default: all)")
+	_ = list.RegisterFlagCompletionFunc("status", cobra.FixedCompletions([]string{"active", "needs_reauth", "revoked"}, cobra.ShellCompDirectiveNoFileComp))
+
+	get := &cobra.Command{
+		Use:   "get ID",
+		Short: "a connection's status (exit 0 whatever the status)",
+		Args:  exactArgs(1, "one connection ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := newAPIClient()
+			if err != nil {
+				return err
+			}
+			var conn connection
+			var raw []byte
+			if err := api.do(cmd.Context(), "GET", "/v1/connections/"+url.PathEscape(args[0]), nil, &conn, &raw); err != nil {
+				return err
+			}
+			if c.asJSON() {
+				return writeJSON(c.stdout, raw)
+			}
+			return printConnection(c.stdout, &conn)
+		},
 	}
-	needID := sub == "get" || sub == "refresh" || sub == "delete"
-	switch {
-	case needID && fs.NArg() != 1:
-		return usageErr("connections %s takes one connection ID", sub)
-	case !needID && fs.NArg() != 0:
-		return usageErr("connections %s takes no arguments, got %q", sub, fs.Args())
+
+	refresh := &cobra.Command{
+		Use:   "refresh ID",
+		Short: "refresh a connection's access token now",
+		Args:  exactArgs(1, "one connection ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := newAPIClient()
+			if err != nil {
+				return err
+			}
+			var conn connection
+			var raw []byte
+			if err := api.do(cmd.Context(), "POST", "/v1/connections/"+url.PathEscape(args[0])+"/refresh", nil, &conn, &raw); err != nil {
+				return err
+			}
+			if c.asJSON() {
+				return writeJSON(c.stdout, raw)
+			}
+			fmt.Fprintf(c.stdout, "refreshed %s; the access token expires at %s\n", conn.ID, fmtTime(conn.ExpiresAt))
+			return nil
+		},
 	}
-	api, err := newAPIClient()
-	if err != nil {
-		return err
+
+	del := &cobra.Command{
+		Use:   "delete ID",
+		Short: "delete a connection (revoking at the provider where possible)",
+		Args:  exactArgs(1, "one connection ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			api, err := newAPIClient()
+			if err != nil {
+				return err
+			}
+			var d struct {
+				Revoked         bool   `json:"revoked"`
+				RevocationError string `json:"revocation_error"`
+			}
+			var raw []byte
+			if err := api.do(cmd.Context(), "DELETE", "/v1/connections/"+url.PathEscape(args[0]), nil, &d, &raw); err != nil {
+				return err
+			}
+			if c.asJSON() {
+				return writeJSON(c.stdout, raw)
+			}
+			switch {
+			case d.Revoked:
+				fmt.Fprintf(c.stdout, "deleted %s (revoked at the provider)\n", args[0])
+			case d.RevocationError != "":
+				fmt.Fprintf(c.stdout, "deleted %s; revocation at the provider failed: %s\n", args[0], d.RevocationError)
+			default:
+				fmt.Fprintf(c.stdout, "deleted %s\n", args[0])
+			}
+			return nil
+		},
 	}
-	var raw []byte
-	switch sub {
-	case "list":
-		return listConnections(ctx, api, stdout, *provider, *status, *limit, *asJSON)
-	case "get":
-		var c connection
-		if err := api.do(ctx, "GET", "/v1/connections/"+url.PathEscape(fs.Arg(0)), nil, &c, &raw); err != nil {
-			return err
-		}
-		if *asJSON {
-			return writeJSON(stdout, raw)
-		}
-		return printConnection(stdout, &c)
-	case "refresh":
-		var c connection
-		if err := api.do(ctx, "POST", "/v1/connections/"+url.PathEscape(fs.Arg(0))+"/refresh", nil, &c, &raw); err != nil {
-			return err
-		}
-		if *asJSON {
-			return writeJSON(stdout, raw)
-		}
-		fmt.Fprintf(stdout, "refreshed %s; the access token expires at %s\n", c.ID, fmtTime(c.ExpiresAt))
-		return nil
-	case "delete":
-		var d struct {
-			Revoked         bool   `json:"revoked"`
-			RevocationError string `json:"revocation_error"`
-		}
-		if err := api.do(ctx, "DELETE", "/v1/connections/"+url.PathEscape(fs.Arg(0)), nil, &d, &raw); err != nil {
-			return err
-		}
-		if *asJSON {
-			return writeJSON(stdout, raw)
-		}
-		switch {
-		case d.Revoked:
-			fmt.Fprintf(stdout, "deleted %s (revoked at the provider)\n", fs.Arg(0))
-		case d.RevocationError != "":
-			fmt.Fprintf(stdout, "deleted %s; revocation at the provider failed: %s\n", fs.Arg(0), d.RevocationError)
-		default:
-			fmt.Fprintf(stdout, "deleted %s\n", fs.Arg(0))
-		}
-		return nil
-	case "import":
-		body, err := importBody(*file, *id, *provider, *grant, *scope, *scopes, *metadata, *expiresIn, fs)
-		if err != nil {
-			return err
-		}
-		var c connection
-		if err := api.do(ctx, "POST", "/v1/connections", body, &c, &raw); err != nil {
-			return err
-		}
-		if *asJSON {
-			return writeJSON(stdout, raw)
-		}
-		fmt.Fprintf(stdout, "created %s (%s, %s); the access token expires at %s\n", c.ID, c.Provider, c.Status, fmtTime(c.ExpiresAt))
-		return nil
-	case "connect-link":
-		if *id == "" || *provider == "" {
-			return usageErr("connections connect-link: --id and --provider are required")
-		}
-		body := map[string]any{"connection_id": *id, "provider": *provider}
-		if *redirect != "" {
-			body["redirect_url"] = *redirect
-		}
-		if s := strings.Fields(*scopes); len(s) > 0 {
-			body["scopes"] = s
-		}
-		var s struct {
-			URL       string    `json:"url"`
-			ExpiresAt time.Time `json:"expires_at"`
-		}
-		if err := api.do(ctx, "POST", "/v1/connect-sessions", body, &s, &raw); err != nil {
-			return err
-		}
-		if *asJSON {
-			return writeJSON(stdout, raw)
-		}
-		// The link alone on stdout, so scripts can capture it.
-		fmt.Fprintln(stdout, s.URL)
-		fmt.Fprintf(stderr, "open it in a browser before %s; it works once\n", s.ExpiresAt.UTC().Format(time.RFC3339))
-		return nil
+
+	imp := &cobra.Command{
+		Use:   "import (--file F | --id ID --provider P [flags])",
+		Short: "import a connection obtained elsewhere",
+		Long: `Import a connection.
+
+  import --file F      the JSON body of POST /v1/connections (- for stdin)
+  import --id ID --provider P [--expires-in D] [--scope S] [--metadata JSON]
+                       tokens read from $TOKENBROKER_ACCESS_TOKEN and
+                       $TOKENBROKER_REFRESH_TOKEN (never from flags)
+  import --id ID --provider P --grant client_credentials [--scopes "a b"]
+                       the server obtains a client-credentials token`,
+		Args: exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body, err := importBody(c.stdin, file, id, provider, grant, scope, scopes, metadata, expiresIn, cmd.Flags())
+			if err != nil {
+				return err
+			}
+			api, err := newAPIClient()
+			if err != nil {
+				return err
+			}
+			var conn connection
+			var raw []byte
+			if err := api.do(cmd.Context(), "POST", "/v1/connections", body, &conn, &raw); err != nil {
+				return err
+			}
+			if c.asJSON() {
+				return writeJSON(c.stdout, raw)
+			}
+			fmt.Fprintf(c.stdout, "created %s (%s, %s); the access token expires at %s\n", conn.ID, conn.Provider, conn.Status, fmtTime(conn.ExpiresAt))
+			return nil
+		},
 	}
-	return nil
+	imp.Flags().StringVar(&file, "file", "", "JSON body of POST /v1/connections; - reads stdin")
+	imp.Flags().StringVar(&id, "id", "", "connection id")
+	imp.Flags().StringVar(&provider, "provider", "", "provider name")
+	imp.Flags().StringVar(&grant, "grant", "", "client_credentials: the server obtains the token")
+	imp.Flags().StringVar(&scope, "scope", "", "the imported token's scope")
+	imp.Flags().StringVar(&scopes, "scopes", "", "with --grant client_credentials: space-separated scopes to request")
+	imp.Flags().StringVar(&metadata, "metadata", "", "JSON to keep with the connection")
+	imp.Flags().DurationVar(&expiresIn, "expires-in", 0, "the imported access token's remaining lifetime (e.g. 55m)")
+
+	link := &cobra.Command{
+		Use:   "connect-link --provider P --id ID [--redirect URL] [--scopes \"a b\"]",
+		Short: "a link for a person to connect (or reconnect) a connection",
+		Args:  exactArgs(0, ""),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if id == "" || provider == "" {
+				return usageErr("connections connect-link: --id and --provider are required")
+			}
+			api, err := newAPIClient()
+			if err != nil {
+				return err
+			}
+			body := map[string]any{"connection_id": id, "provider": provider}
+			if redirect != "" {
+				body["redirect_url"] = redirect
+			}
+			if s := strings.Fields(scopes); len(s) > 0 {
+				body["scopes"] = s
+			}
+			var s struct {
+				URL       string    `json:"url"`
+				ExpiresAt time.Time `json:"expires_at"`
+			}
+			var raw []byte
+			if err := api.do(cmd.Context(), "POST", "/v1/connect-sessions", body, &s, &raw); err != nil {
+				return err
+			}
+			if c.asJSON() {
+				return writeJSON(c.stdout, raw)
+			}
+			// The link alone on stdout, so scripts can capture it.
+			fmt.Fprintln(c.stdout, s.URL)
+			fmt.Fprintf(c.stderr, "open it in a browser before %s; it works once\n", s.ExpiresAt.UTC().Format(time.RFC3339))
+			return nil
+		},
+	}
+	link.Flags().StringVar(&id, "id", "", "the connection to create or reconnect")
+	link.Flags().StringVar(&provider, "provider", "", "provider name")
+	link.Flags().StringVar(&redirect, "redirect", "", "where the browser goes when done (absolute http(s) URL)")
+	link.Flags().StringVar(&scopes, "scopes", "", "space-separated scopes to request on top of the provider's")
+
+	g := group("connections", "list, inspect, import, refresh and delete connections on a running server", list, get, imp, refresh, del, link)
+	g.Long = connectionsLong
+	return g
 }
 
 func listConnections(ctx context.Context, api *apiClient, stdout io.Writer, provider, status string, limit int, asJSON bool) error {
@@ -459,11 +485,11 @@ func orDash(s string) string {
 
 // importBody builds the POST /v1/connections body from --file or flags.
 // Token values come from a file or the environment, never from flags.
-func importBody(file, id, provider, grant, scope, scopes, metadata string, expiresIn time.Duration, fs *flag.FlagSet) (any, error) {
+func importBody(stdin io.Reader, file, id, provider, grant, scope, scopes, metadata string, expiresIn time.Duration, fs *pflag.FlagSet) (any, error) {
 	if file != "" {
 		others := 0
-		fs.Visit(func(f *flag.Flag) {
-			if f.Name != "file" && f.Name != "json" {
+		fs.Visit(func(f *pflag.Flag) {
+			if f.Name != "file" {
 				others++
 			}
 		})
@@ -473,7 +499,7 @@ func importBody(file, id, provider, grant, scope, scopes, metadata string, expir
 		var data []byte
 		var err error
 		if file == "-" {
-			data, err = io.ReadAll(io.LimitReader(os.Stdin, 1<<20))
+			data, err = io.ReadAll(io.LimitReader(stdin, 1<<20))
 		} else {
 			data, err = os.ReadFile(file)
 		}

@@ -236,6 +236,7 @@ func TestCLIErrors(t *testing.T) {
 		{"bad url", []string{"connections", "list"}, map[string]string{envURL: "ftp://x"}, exitUsage},
 		{"wrong key", []string{"connections", "list"}, map[string]string{envAPIKey: "tbk_not-a-real-key"}, exitFailure},
 		{"server down", []string{"connections", "list"}, map[string]string{envURL: "http://127.0.0.1:1"}, exitFailure},
+		{"unknown provider", []string{"connections", "connect-link", "--provider", "github", "--id", "x"}, nil, exitFailure},
 		{"server refuses input", []string{"connections", "connect-link", "--provider", "nope", "--id", "x"}, nil, exitFailure},
 		{"unknown providers command", []string{"providers", "frob"}, nil, exitUsage},
 	} {
@@ -246,6 +247,11 @@ func TestCLIErrors(t *testing.T) {
 			code, _, errOut := e.cli(t, tc.args...)
 			if code != tc.code || errOut == "" {
 				t.Errorf("exit %d (want %d), stderr %q", code, tc.code, errOut)
+			}
+			// An unknown provider names the configured ones and where
+			// providers come from.
+			if tc.name == "unknown provider" && (!strings.Contains(errOut, "configured: acme") || !strings.Contains(errOut, "providers:")) {
+				t.Errorf("unknown provider error does not teach: %q", errOut)
 			}
 		})
 	}
@@ -311,6 +317,10 @@ providers:
 	for _, r := range rep.Providers {
 		if want[r.Name] != r.Status {
 			t.Errorf("provider %s: %s (%s), want %s", r.Name, r.Status, r.Detail, want[r.Name])
+		}
+		// Each entry is reported at its own index, not providers[0].
+		if r.Name == "nosecret" && !strings.Contains(r.Detail, "providers[1].client_secret_env") {
+			t.Errorf("nosecret detail %q does not name providers[1]", r.Detail)
 		}
 		if r.Name == "acme" && r.TokenURL != authz.TokenURL() {
 			t.Errorf("acme: discovered token URL %q, want %q", r.TokenURL, authz.TokenURL())

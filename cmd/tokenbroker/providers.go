@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/oauth"
@@ -49,20 +50,12 @@ func loadProviders(cfgPath string) ([]providerReport, []provider.Profile, error)
 	reports := make([]providerReport, 0, len(cfg.Providers))
 	profiles := make([]provider.Profile, 0, len(cfg.Providers))
 	for i, pc := range cfg.Providers {
-		one := *cfg
-		one.Providers = []config.ProviderConfig{pc}
 		r := providerReport{Name: pc.Name, Status: "ok"}
 		if r.Name == "" {
 			r.Name = fmt.Sprintf("providers[%d]", i)
 		}
-		var p provider.Profile
-		cat, err := one.Catalog()
-		if err == nil {
-			var ok bool
-			if p, ok = cat.Get(pc.Name); !ok {
-				err = errors.New("not in the catalog")
-			}
-		}
+		p, err := cfg.ProviderProfile(i)
+		p = p.WithDefaults()
 		if err != nil {
 			// Messages name fields, variables and paths, never secret values.
 			r.Status, r.Detail = "invalid", strings.ReplaceAll(err.Error(), "\n", "; ")
@@ -79,20 +72,24 @@ func loadProviders(cfgPath string) ([]providerReport, []provider.Profile, error)
 	return reports, profiles, cfgErr
 }
 
-func cmdProviders(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || (args[0] != "list" && args[0] != "check") {
-		return usageErr("providers needs a command: list or check")
+func init() { registerCommand(newProvidersCmd) }
+
+func newProvidersCmd(c *cli) *cobra.Command {
+	sub := func(name, short string) *cobra.Command {
+		return &cobra.Command{
+			Use:   name,
+			Short: short,
+			Args:  exactArgs(0, ""),
+			RunE:  func(cmd *cobra.Command, args []string) error { return providersRun(cmd.Context(), c, name) },
+		}
 	}
-	sub := args[0]
-	fs, cfgPath := newFlags("providers "+sub, stderr)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parseFlags(fs, args[1:]); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usageErr("providers %s takes no arguments, got %q", sub, fs.Args())
-	}
-	reports, profiles, cfgErr := loadProviders(*cfgPath)
+	return group("providers", "the configured providers",
+		sub("list", "list the configured providers and their endpoints"),
+		sub("check", "validate the providers and run discovery against each issuer"))
+}
+
+func providersRun(ctx context.Context, c *cli, sub string) error {
+	reports, profiles, cfgErr := loadProviders(c.configPath)
 	if reports == nil && cfgErr != nil {
 		return cfgErr
 	}
@@ -111,19 +108,15 @@ func cmdProviders(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			}
 		}
 	}
-	if *asJSON {
+	if c.asJSON() {
 		out := map[string]any{"providers": reports}
 		if cfgErr != nil {
 			out["config_error"] = cfgErr.Error()
 		}
-		b, err := json.Marshal(out)
-		if err != nil {
+		if err := writeValue(c.stdout, out); err != nil {
 			return err
 		}
-		if err := writeJSON(stdout, b); err != nil {
-			return err
-		}
-	} else if err := printProviders(stdout, reports, sub == "check"); err != nil {
+	} else if err := printProviders(c.stdout, reports, sub == "check"); err != nil {
 		return err
 	}
 	switch {

@@ -6,19 +6,19 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/config"
@@ -53,6 +53,13 @@ type Options struct {
 	Now        func() time.Time
 	// Out receives the one-time bootstrap API key; default os.Stdout.
 	Out io.Writer
+	// SkipMigrate opens the database without migrating it: the schema
+	// must already be current (`tokenbroker migrate up` ran first).
+	SkipMigrate bool
+	// TracerProvider, if not nil, traces HTTP requests, refreshes, lease
+	// waits, store calls and provider calls (internal/tracing). Nil: no
+	// instrumentation at all.
+	TracerProvider trace.TracerProvider
 }
 
 // App is an assembled tokenbroker.
@@ -75,23 +82,38 @@ type App struct {
 	Registry *prometheus.Registry
 	Metrics  *metrics.Metrics
 	log      *slog.Logger
+
+	// draining is set when shutdown starts: /readyz fails from then on.
+	draining atomic.Bool
+	tp       trace.TracerProvider
 }
 
 // KeyFileWatchInterval is how often an idle server looks at its key file
 // for a rotated key (a server that writes looks before each write).
 const KeyFileWatchInterval = 2 * time.Second
 
-// OpenStore opens the configured database, creating it on first use.
+// OpenStore opens the configured database, creating and migrating it on
+// first use.
 func OpenStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now func() time.Time) (store.Backend, error) {
+	return openStore(ctx, cfg, log, now, false)
+}
+
+// OpenStoreNoMigrate opens the configured database without touching its
+// schema, for `tokenbroker migrate`.
+func OpenStoreNoMigrate(ctx context.Context, cfg *config.Config, log *slog.Logger, now func() time.Time) (store.Backend, error) {
+	return openStore(ctx, cfg, log, now, true)
+}
+
+func openStore(ctx context.Context, cfg *config.Config, log *slog.Logger, now func() time.Time, skipMigrate bool) (store.Backend, error) {
 	driver, dsn, err := cfg.DatabaseDSN()
 	if err != nil {
 		return nil, err
 	}
 	switch driver {
 	case "sqlite":
-		return sqlite.Open(ctx, dsn, sqlite.Options{Now: now, Logger: log})
+		return sqlite.Open(ctx, dsn, sqlite.Options{Now: now, Logger: log, SkipMigrate: skipMigrate})
 	case "postgres":
-		return postgres.Open(ctx, dsn, postgres.Options{Now: now, Logger: log})
+		return postgres.Open(ctx, dsn, postgres.Options{Now: now, Logger: log, SkipMigrate: skipMigrate})
 	default:
 		return nil, fmt.Errorf("database: %s is not supported by this build", driver)
 	}
@@ -112,6 +134,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	if hc == nil {
 		hc = &http.Client{Timeout: 60 * time.Second}
 	}
+	hc = traceClient(hc, opts.TracerProvider) // tracing.go
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -119,9 +142,15 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := OpenStore(ctx, cfg, log, now)
+	st, err := openStore(ctx, cfg, log, now, opts.SkipMigrate)
 	if err != nil {
 		return nil, err
+	}
+	if m, ok := st.(store.Migrator); ok && opts.SkipMigrate {
+		if err := store.CheckSchema(ctx, m); err != nil {
+			st.Close()
+			return nil, err
+		}
 	}
 	// The key file is checked against the data before anything is served:
 	// a missing or wrong key file fails the start, never every request.
@@ -133,7 +162,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	if created {
 		log.Info("created a new encryption key file; back it up: without it stored tokens cannot be read", "path", cfg.EncryptionKeysFile)
 	}
-	a := &App{Config: cfg, Store: st, Keys: keys, Catalog: catalog, log: log}
+	a := &App{Config: cfg, Store: st, Keys: keys, Catalog: catalog, log: log, tp: opts.TracerProvider}
 	if err := a.newMetrics(now); err != nil {
 		st.Close()
 		return nil, err
@@ -208,6 +237,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		TokenCacheSize: TokenCacheSize,
 		Changes:        changes,
 		Store:          st,
+		Tracer:         tracer(opts.TracerProvider),
 		Sealer:         keys,
 		Providers:      providers,
 		RefreshTimeout: cfg.Refresh.Timeout,
@@ -249,9 +279,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		Broker:         a.Broker,
 		Keys:           st,
 		Targets:        targets,
-		ProxyTransport: proxyTransport,
+		ProxyTransport: traceTransport(proxyTransport, opts.TracerProvider),
 		MaxReplayBody:  cfg.Proxy.MaxReplayBody,
-		Ready:          st.Ping,
+		Ready:          a.ready,
 		Logger:         log,
 		Now:            now,
 		Metrics:        a.Metrics,
@@ -419,71 +449,6 @@ func (a *App) BootstrapAPIKey(ctx context.Context, out io.Writer, now time.Time)
 	}
 	fmt.Fprintf(out, "No API key existed, so an admin key was created. It is shown only this once:\n\n    %s\n\nUse it as \"Authorization: Bearer <key>\". Create more with `tokenbroker apikey create`.\n\n", secret)
 	return true, nil
-}
-
-// Serve listens on the configured address and serves until ctx is
-// cancelled, then shuts down gracefully. ready, if not nil, receives the
-// bound address once listening (useful with port 0).
-func (a *App) Serve(ctx context.Context, ready chan<- net.Addr) error {
-	ln, err := net.Listen("tcp", a.Config.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	return a.ServeListener(ctx, ln, ready)
-}
-
-// ServeListener serves on ln until ctx is cancelled.
-func (a *App) ServeListener(ctx context.Context, ln net.Listener, ready chan<- net.Addr) error {
-	srv := &http.Server{
-		Handler:           a.Server.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
-	}
-	followCtx, stopFollowing := context.WithCancel(context.Background())
-	defer stopFollowing()
-	go a.Broker.FollowChanges(followCtx)
-	go a.Keys.Watch(followCtx, KeyFileWatchInterval)
-	if a.Scheduler != nil {
-		// The scheduler stops with the server; refreshes it started finish
-		// (bounded by the refresh timeout) before ServeListener returns.
-		schedDone := make(chan struct{})
-		schedCtx, stopScheduler := context.WithCancel(context.Background())
-		go func() {
-			defer close(schedDone)
-			_ = a.Scheduler.Run(schedCtx)
-		}()
-		defer func() { stopScheduler(); <-schedDone }()
-	}
-	if a.Webhooks != nil {
-		// Deliveries in flight when the server stops are cut off; their
-		// claims lapse and the next start (or another replica) sends them.
-		hooksDone := make(chan struct{})
-		hooksCtx, stopHooks := context.WithCancel(context.Background())
-		go func() {
-			defer close(hooksDone)
-			_ = a.Webhooks.Run(hooksCtx)
-		}()
-		defer func() { stopHooks(); <-hooksDone }()
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	a.log.Info("tokenbroker listening", "addr", ln.Addr().String(), "database", redactDSN(a.Config.Database))
-	if ready != nil {
-		ready <- ln.Addr()
-	}
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	err := srv.Shutdown(shutdownCtx)
-	if e := <-errc; e != nil && !errors.Is(e, http.ErrServerClosed) && err == nil {
-		err = e
-	}
-	return err
 }
 
 // redactDSN hides a password in a database URL before it is logged.

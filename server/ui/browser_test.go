@@ -308,3 +308,95 @@ func TestBrowser(t *testing.T) {
 	}
 	shot("ui-detail-reauth-dark.png")
 }
+
+// TestBrowserPhoneWidth opens the dashboard on a 390px-wide phone screen:
+// the page never scrolls sideways (the header wraps, the table scrolls
+// inside its own box), and the header's controls stay on screen.
+func TestBrowserPhoneWidth(t *testing.T) {
+	chromium := chromiumPath(t)
+	shots := artifactDir(t)
+	b := startApp(t)
+	b.importConnection(t, "alice-with-a-rather-long-connection-id@example.com", "acme")
+	b.importConnection(t, "bob", "globex")
+
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromium),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(390, 844),
+	)
+	t.Cleanup(cancelAlloc)
+	ctx, cancelTab := chromedp.NewContext(allocCtx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(cancelTab)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if _, err := chromedp.Call(ctx, emulation.SetDeviceMetricsOverride, emulation.SetDeviceMetricsOverrideParams{
+		Width: 390, Height: 844, DeviceScaleFactor: 2, Mobile: true,
+	}); err != nil {
+		t.Fatalf("phone metrics: %v", err)
+	}
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	// check measures the page: it must not be wider than the screen, the
+	// sign-out button must be on screen, and a table wider than its box
+	// must be scrollable within it.
+	check := func(page string) {
+		t.Helper()
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]any](`(() => {
+			const w = window.innerWidth, doc = document.documentElement.scrollWidth;
+			const out = {inner: w, doc: doc, signout: 0, tableOK: true};
+			const so = document.querySelector('form[action="/ui/signout"] button');
+			if (so) out.signout = so.getBoundingClientRect().right;
+			const wrap = document.querySelector('.table-wrap'), table = wrap && wrap.querySelector('table');
+			if (wrap && table && table.scrollWidth > wrap.clientWidth) {
+				const ox = getComputedStyle(wrap).overflowX;
+				out.tableOK = ox === 'auto' || ox === 'scroll';
+			}
+			return out;
+		})()`))
+		if err != nil {
+			t.Fatalf("%s: measure: %v", page, err)
+		}
+		inner, doc, signout := got["inner"].(float64), got["doc"].(float64), got["signout"].(float64)
+		if inner != 390 {
+			t.Errorf("%s: the viewport is %vpx wide, want 390", page, inner)
+		}
+		if doc > inner {
+			t.Errorf("%s: the page is %vpx wide on a %vpx screen: it scrolls sideways", page, doc, inner)
+		}
+		if signout == 0 || signout > inner {
+			t.Errorf("%s: the sign-out button ends at %vpx, off a %vpx screen", page, signout, inner)
+		}
+		if got["tableOK"] != true {
+			t.Errorf("%s: the table is wider than its box and cannot scroll", page)
+		}
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		if err != nil {
+			t.Fatalf("%s: screenshot: %v", page, err)
+		}
+		path := filepath.Join(shots, "ui-phone-"+page+".png")
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s", path)
+	}
+	do("sign in",
+		chromedp.Navigate(b.base+"/ui/"), chromedp.WaitVisible(chromedp.ID("api_key")),
+		chromedp.SendKeys(chromedp.ID("api_key"), b.key),
+		chromedp.Click(chromedp.ID("signin")),
+		chromedp.WaitVisible(chromedp.ID("connections")),
+	)
+	check("list")
+	do("open a connection", chromedp.Navigate(b.base+"/ui/connections/alice-with-a-rather-long-connection-id@example.com"), chromedp.WaitVisible(chromedp.ID("status")))
+	check("detail")
+}

@@ -29,6 +29,9 @@ type Options struct {
 	// MaxConns caps the connection pool. Zero keeps pgxpool's default (the
 	// DSN's pool_max_conns, else the larger of 4 and the number of CPUs).
 	MaxConns int32
+	// SkipMigrate makes Open leave the schema alone (`serve
+	// --migrate=false`, `migrate status`); see [store.Migrator].
+	SkipMigrate bool
 }
 
 // Store is a [store.Store] on a PostgreSQL database. It is safe for
@@ -76,7 +79,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	migrations, err := loadMigrations(embeddedMigrations())
 	if err != nil {
 		err = fmt.Errorf("store/postgres: %w", err)
-	} else {
+	} else if !opts.SkipMigrate {
 		err = s.migrate(ctx, migrations)
 	}
 	if err != nil {

@@ -29,6 +29,9 @@ type Options struct {
 	// Logger receives migration notes and file-permission warnings, never
 	// token values. Nil discards.
 	Logger *slog.Logger
+	// SkipMigrate makes Open leave the schema alone (`serve
+	// --migrate=false`, `migrate status`); see [store.Migrator].
+	SkipMigrate bool
 }
 
 // Store is a [store.Store] on one SQLite file. It is safe for concurrent use
@@ -85,7 +88,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
 	}
 	migrations, err := loadMigrations(embeddedMigrations())
-	if err == nil {
+	if err == nil && !opts.SkipMigrate {
 		err = migrate(ctx, w, migrations, s.now, s.log)
 	}
 	if err != nil {
@@ -98,14 +101,29 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
 	}
 	s.w, s.r = w, r
-	if s.getStmt, err = r.PrepareContext(ctx, getQuery); err == nil {
-		s.casStmt, err = w.PrepareContext(ctx, casQuery)
+	if opts.SkipMigrate {
+		// The tables may not exist yet: prepare once they do (MigrateUp).
+		if err := store.CheckSchema(ctx, s); err != nil {
+			return s, nil
+		}
 	}
-	if err != nil {
+	if err := s.prepare(ctx); err != nil {
 		_ = s.Close()
-		return nil, fmt.Errorf("store/sqlite: open %s: prepare: %w", path, classify(err))
+		return nil, fmt.Errorf("store/sqlite: open %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// prepare prepares the hottest statements on the current schema.
+func (s *Store) prepare(ctx context.Context) error {
+	var err error
+	if s.getStmt, err = s.r.PrepareContext(ctx, getQuery); err == nil {
+		s.casStmt, err = s.w.PrepareContext(ctx, casQuery)
+	}
+	if err != nil {
+		return fmt.Errorf("prepare: %w", classify(err))
+	}
+	return nil
 }
 
 // checkPath rejects names the driver would read as something other than a

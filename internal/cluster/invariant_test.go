@@ -97,6 +97,12 @@ func (ct clusterTarget) Kill(_ testing.TB, i int) bool {
 }
 
 func (ct clusterTarget) Restart(t testing.TB, i int) {
+	old := ct.c.replicas[i]
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s before it was killed, last lines:\n%s", old.name, lastLines(old.logs.String(), 60))
+		}
+	})
 	r, err := ct.c.launch(i, ct.c.keysFile, ct.c.opts)
 	if err != nil {
 		t.Fatalf("restart replica %d: %v", i, err)

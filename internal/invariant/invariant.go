@@ -273,7 +273,7 @@ func (r *run) play(id string) {
 	case p < 93:
 		r.op = "rotate keys"
 		r.tgt.RotateKeys(r.t)
-	case p < 96 && r.kills < r.cfg.Kills && r.tgt.Replicas() > 1:
+	case p < 96 && r.kills < r.cfg.Kills && r.tgt.Replicas() > 1 && r.usable(id):
 		r.op = "kill mid-refresh " + id
 		r.killDuringRefresh(id, replica)
 	default:
@@ -289,13 +289,13 @@ func (r *run) play(id string) {
 	}
 }
 
-// usable reports whether id's connection is not waiting for a person: a
-// forced refresh of one whose last refresh had an unknown outcome is a
-// person's call to make (the provider may have spent the token), and the
-// run never makes it.
+// usable reports whether id's connection is active with no refresh in
+// flight. A forced refresh of one whose last refresh had an unknown outcome
+// is a person's call to make (the provider may have spent the token), and
+// the run never makes it; nor does it force one that may be about to.
 func (r *run) usable(id string) bool {
 	row, ok := r.tgt.Stored(r.t, id)
-	return ok && row.Status == "active"
+	return ok && row.Status == "active" && !row.RefreshInFlight
 }
 
 // armFault injects a provider fault for the next operation, sometimes: a
@@ -391,7 +391,9 @@ func (r *run) killDuringRefresh(id string, replica int) {
 		}
 	})
 	r.authz.SetTokenDelay(time.Minute)
+	answered := make(chan struct{})
 	go func() {
+		defer close(answered)
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		req, _ := http.NewRequestWithContext(ctx, "POST", r.tgt.URL(replica)+"/v1/connections/"+id+"/refresh", nil)
@@ -402,6 +404,13 @@ func (r *run) killDuringRefresh(id string, replica int) {
 	}()
 	select {
 	case <-held:
+	case <-answered:
+		// Another replica's refresh answered this one (it waited for that
+		// one's lease): there was nothing in flight to kill.
+		r.authz.OnHold(nil)
+		r.authz.SetTokenDelay(0)
+		r.op += " (answered without a refresh)"
+		return
 	case <-time.After(30 * time.Second):
 		r.fail("the refresh to be interrupted never reached the provider")
 	}

@@ -158,8 +158,14 @@ type Page struct {
 type APIKey struct {
 	ID        string
 	Name      string
-	Scope     string // "admin" or "tokens"
+	Scope     string // the role: "admin", "tokens", "proxy" or "connect"
 	Hash      []byte // SHA-256 of the secret
+	// Connections and Providers narrow the connections the key may touch
+	// (docs/security.md): a connection is in scope when its id matches one
+	// of Connections (a pattern with '*' wildcards) and its provider is one
+	// of Providers. An empty list does not narrow.
+	Connections []string
+	Providers   []string
 	CreatedAt time.Time
 	RevokedAt time.Time // zero while the key is usable
 }
@@ -220,6 +226,10 @@ type Store interface {
 	RevokeAPIKey(ctx context.Context, id string) error
 	// CountAPIKeys counts keys that are not revoked.
 	CountAPIKeys(ctx context.Context) (int, error)
+
+	// The audit trail and dashboard sessions (audit.go, sessions.go).
+	AuditLog
+	Sessions
 
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error

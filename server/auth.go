@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,13 +36,21 @@ const apiKeyBytes = 32
 // maxKeyNameLen bounds an API key's name, which is shown in listings.
 const maxKeyNameLen = 200
 
-// GenerateAPIKey makes a new API key: the secret to hand to its user once
-// ("tbk_" and 32 random bytes, base64url) and the record to store, which
-// keeps only the secret's SHA-256. scope is [ScopeAdmin] or [ScopeTokens].
+// GenerateAPIKey makes a new API key for every connection: see
+// [NewAPIKey]. scope is one of [Roles].
 func GenerateAPIKey(name, scope string, now time.Time) (secret string, key store.APIKey, err error) {
-	if scope != ScopeAdmin && scope != ScopeTokens {
-		return "", store.APIKey{}, fmt.Errorf("server: API key scope %q is not %q or %q", scope, ScopeAdmin, ScopeTokens)
+	return NewAPIKey(KeySpec{Name: name, Role: scope}, now)
+}
+
+// NewAPIKey makes a new API key: the secret to hand to its user once
+// ("tbk_" and 32 random bytes, base64url) and the record to store, which
+// keeps only the secret's SHA-256, the role and the connections it may
+// touch.
+func NewAPIKey(spec KeySpec, now time.Time) (secret string, key store.APIKey, err error) {
+	if err := checkKeySpec(spec); err != nil {
+		return "", store.APIKey{}, err
 	}
+	name := spec.Name
 	if len(name) > maxKeyNameLen {
 		return "", store.APIKey{}, fmt.Errorf("server: API key name is longer than %d bytes", maxKeyNameLen)
 	}
@@ -55,11 +64,13 @@ func GenerateAPIKey(name, scope string, now time.Time) (secret string, key store
 	}
 	secret = APIKeyPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
 	return secret, store.APIKey{
-		ID:        hex.EncodeToString(id[:]),
-		Name:      name,
-		Scope:     scope,
-		Hash:      HashAPIKey(secret),
-		CreatedAt: now,
+		ID:          hex.EncodeToString(id[:]),
+		Name:        name,
+		Scope:       spec.Role,
+		Hash:        HashAPIKey(secret),
+		CreatedAt:   now,
+		Connections: slices.Clone(spec.Connections),
+		Providers:   slices.Clone(spec.Providers),
 	}, nil
 }
 
@@ -115,7 +126,7 @@ func (s *Server) authenticate(r *http.Request) (store.APIKey, error) {
 	if subtle.ConstantTimeCompare(k.Hash, hash) != 1 || !k.RevokedAt.IsZero() {
 		return store.APIKey{}, errBadKey
 	}
-	if k.Scope != ScopeAdmin && k.Scope != ScopeTokens {
+	if !validRole(k.Scope) || (k.Scope == ScopeAdmin && scoped(k)) {
 		s.log.WarnContext(r.Context(), "API key has an unknown scope; refusing it", "key", k.ID, "scope", k.Scope)
 		return store.APIKey{}, errBadKey
 	}

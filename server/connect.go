@@ -83,12 +83,24 @@ func (s *Server) createConnectSession(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, e)
 		return
 	}
+	ri := info(r.Context())
 	if broker.ValidID(req.ConnectionID) {
-		info(r.Context()).connection = req.ConnectionID
+		ri.connection = req.ConnectionID
+	}
+	// A connect key creates links only for connections in its scope.
+	if err := checkNewScope(ri.apiKey, req.ConnectionID, req.Provider); err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	sess, err := conn.CreateConnectSession(r.Context(), broker.ConnectRequest{
 		ConnectionID: req.ConnectionID, Provider: req.Provider, RedirectURL: req.RedirectURL, Scopes: req.Scopes,
 	})
+	if errors.Is(err, broker.ErrProviderMismatch) && len(ri.apiKey.Providers) > 0 {
+		// The connection exists under a provider outside the key's scope:
+		// answered as missing, like every out-of-scope connection.
+		s.fail(w, r, errOutOfScope)
+		return
+	}
 	if errors.Is(err, broker.ErrProviderMismatch) {
 		s.writeError(w, r, apiError{status: http.StatusConflict, code: codeAlreadyExists,
 			message: "connection " + req.ConnectionID + " exists with another provider; delete it first or choose another id"})

@@ -113,6 +113,7 @@ func (s *Server) authenticate(r *http.Request) (store.APIKey, error) {
 	if k, ok := s.cache.get(hash); ok {
 		return k, nil
 	}
+	gen := s.cache.generation()
 	k, err := s.keys.GetAPIKeyByHash(r.Context(), hash)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.APIKey{}, errBadKey
@@ -131,7 +132,7 @@ func (s *Server) authenticate(r *http.Request) (store.APIKey, error) {
 		return store.APIKey{}, errBadKey
 	}
 	k.Hash = nil // not needed past this point
-	s.cache.put(hash, k)
+	s.cache.put(hash, k, gen)
 	return k, nil
 }
 
@@ -146,6 +147,16 @@ type keyCache struct {
 
 	mu      sync.Mutex
 	entries map[[sha256.Size]byte]keyCacheEntry
+	gen     uint64 // bumped by clear
+}
+
+func (c *keyCache) generation() uint64 {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
 }
 
 type keyCacheEntry struct {
@@ -175,13 +186,18 @@ func (c *keyCache) get(hash []byte) (store.APIKey, bool) {
 	return e.key, true
 }
 
-func (c *keyCache) put(hash []byte, key store.APIKey) {
+// put caches key unless the cache was cleared since gen was read: a lookup
+// that raced with a revocation must not bring the revoked key back.
+func (c *keyCache) put(hash []byte, key store.APIKey, gen uint64) {
 	if c == nil {
 		return
 	}
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.gen != gen {
+		return
+	}
 	if len(c.entries) >= c.max {
 		for h, e := range c.entries {
 			if !now.Before(e.expires) {
@@ -197,4 +213,19 @@ func (c *keyCache) put(hash []byte, key store.APIKey) {
 		}
 	}
 	c.entries[[sha256.Size]byte(hash)] = keyCacheEntry{key: key, expires: now.Add(c.ttl)}
+}
+
+// ForgetKeys drops every cached API key lookup, so a key revoked
+// elsewhere stops working at once (the app calls it from the store's key
+// feed, see docs/security.md).
+func (s *Server) ForgetKeys() { s.cache.clear() }
+
+func (c *keyCache) clear() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.entries)
+	c.gen++
 }

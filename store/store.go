@@ -227,10 +227,6 @@ type Store interface {
 	// CountAPIKeys counts keys that are not revoked.
 	CountAPIKeys(ctx context.Context) (int, error)
 
-	// The audit trail and dashboard sessions (audit.go, sessions.go).
-	AuditLog
-	Sessions
-
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
 	Close() error
@@ -248,6 +244,8 @@ type Backend interface {
 	Outbox
 	ConnectionCounter
 	SealedKeys
+	AuditLog // audit.go
+	Sessions // sessions.go
 }
 
 // SealedKeys tells which encryption keys the stored data needs, so that a

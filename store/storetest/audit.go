@@ -27,7 +27,7 @@ var sessionTests = []struct {
 	{"Lifecycle", testUISessionLifecycle},
 }
 
-func testAuditAppendList(t *testing.T, s store.Store, clk *Clock) {
+func testAuditAppendList(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	at := time.Date(2031, 1, 2, 3, 4, 5, 6000, time.FixedZone("X", 3600))
 	in := []store.AuditEntry{
@@ -63,7 +63,7 @@ func testAuditAppendList(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testAuditFilters(t *testing.T, s store.Store, clk *Clock) {
+func testAuditFilters(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	start := clk.Now()
 	var in []store.AuditEntry
@@ -125,7 +125,7 @@ func testAuditFilters(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testAuditInvalid(t *testing.T, s store.Store, clk *Clock) {
+func testAuditInvalid(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	long := make([]byte, 2000)
 	for i := range long {
@@ -147,7 +147,7 @@ func testAuditInvalid(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testAuditPrune(t *testing.T, s store.Store, clk *Clock) {
+func testAuditPrune(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	now := clk.Now()
 	if err := s.AppendAudit(ctx, []store.AuditEntry{
@@ -166,7 +166,7 @@ func testAuditPrune(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testAPIKeyScopes(t *testing.T, s store.Store, clk *Clock) {
+func testAPIKeyScopes(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	k := store.APIKey{ID: "key-s", Name: "team a", Scope: "proxy", Hash: keyHash("fake-scoped"),
 		Connections: []string{"team-a-*", "shared"}, Providers: []string{"github"}}
@@ -198,7 +198,7 @@ func testAPIKeyScopes(t *testing.T, s store.Store, clk *Clock) {
 	}
 }
 
-func testUISessionLifecycle(t *testing.T, s store.Store, clk *Clock) {
+func testUISessionLifecycle(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	now := clk.Now()
 	for _, us := range []store.UISession{

@@ -54,6 +54,9 @@ func TestRouteTable(t *testing.T) {
 		"GET /v1/connect/callback":  accessPublic,
 		"GET /v1/openapi.json":      accessPublic,
 		"GET /v1/audit":             accessAdmin,
+		"POST /v1/api-keys":         accessAdmin,
+		"GET /v1/api-keys":          accessAdmin,
+		"DELETE /v1/api-keys/{key}": accessAdmin,
 	}
 	got := map[string]access{}
 	for _, rt := range routes() {

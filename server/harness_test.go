@@ -289,9 +289,10 @@ func newHarness(t testing.TB, ho harnessOptions) *harness {
 			provFlaky:  {BaseURL: base},
 			provNoDflt: {BaseURL: base},
 		},
-		Ready:  st.Ping,
-		Logger: log,
-		Now:    h.clock.Now,
+		Ready:    st.Ping,
+		Logger:   log,
+		Now:      h.clock.Now,
+		KeyAdmin: st,
 	}
 	if ho.noCache {
 		opts.KeyCacheTTL = -1

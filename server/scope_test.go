@@ -1,8 +1,8 @@
 package server
 
 import (
-	"encoding/json"
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"

@@ -101,6 +101,8 @@ type Options struct {
 	Audit Auditor
 	// AuditReader serves GET /v1/audit. Nil: the route answers 404.
 	AuditReader AuditReader
+	// KeyAdmin serves /v1/api-keys. Nil: those routes answer 404.
+	KeyAdmin KeyAdmin
 	// Limits bound how long request bodies may take (limits.go).
 	Limits Limits
 	// PublicURL is the base URL people's browsers reach tokenbroker at
@@ -162,6 +164,7 @@ type Server struct {
 	publicURL      string // no trailing slash; see connect.go
 	audit          Auditor
 	auditReader    AuditReader
+	keyAdmin       KeyAdmin
 	limits         Limits
 
 	mux     *http.ServeMux
@@ -191,6 +194,7 @@ func New(opts Options) (*Server, error) {
 		ui:             opts.UI,
 		audit:          opts.Audit,
 		auditReader:    opts.AuditReader,
+		keyAdmin:       opts.KeyAdmin,
 		limits:         opts.Limits.withDefaults(),
 	}
 	if s.audit == nil {
@@ -335,6 +339,10 @@ func routes() []route {
 		// (code generators, API explorers) fetch it without a key.
 		{"GET /v1/openapi.json", accessPublic, (*Server).openAPI, ""},
 		{"GET /v1/audit", accessAdmin, (*Server).listAudit, ""},
+		// Key management (apikeys.go).
+		{"POST /v1/api-keys", accessAdmin, (*Server).createAPIKey, ActionKeyCreate},
+		{"GET /v1/api-keys", accessAdmin, (*Server).listAPIKeys, ""},
+		{"DELETE /v1/api-keys/{key}", accessAdmin, (*Server).revokeAPIKey, ActionKeyRevoke},
 	}
 }
 

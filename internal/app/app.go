@@ -298,6 +298,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		MetricsHandler: metrics.Handler(a.Registry, log),
 		Audit:          a.auditor(),
 		AuditReader:    st,
+		KeyAdmin:       st,
 		Limits: server.Limits{
 			BodyTimeout:       cfg.Security.BodyTimeout,
 			PublicBodyTimeout: cfg.Security.PublicBodyTimeout,

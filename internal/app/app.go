@@ -389,6 +389,8 @@ func newDashboard(a *App, cfg *config.Config, log *slog.Logger, now func() time.
 		TrustForwardedProto: cfg.Security.TrustForwardedProto,
 		Audit:               a.uiAuditor(),
 		AuditReader:         a.Store,
+		KeyAdmin:            a.Store,
+		MakeKey:             makeKey,
 	}
 	if cfg.PublicURL != "" {
 		opts.Reconnect = reconnectLinks{broker: a.Broker, publicURL: strings.TrimRight(cfg.PublicURL, "/")}

@@ -118,3 +118,8 @@ func allowHeaders(cfg *config.Config, name string) []string {
 	}
 	return nil
 }
+
+// makeKey is server.NewAPIKey for the dashboard.
+func makeKey(name, role string, connections, providers []string, now time.Time) (string, store.APIKey, error) {
+	return server.NewAPIKey(server.KeySpec{Name: name, Role: role, Connections: connections, Providers: providers}, now)
+}

@@ -1,13 +1,17 @@
 package ui_test
 
 import (
+	"crypto/sha256"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/tokenbroker/tokenbroker/server"
 	"github.com/tokenbroker/tokenbroker/server/ui"
 	"github.com/tokenbroker/tokenbroker/store"
 )
@@ -165,4 +169,71 @@ func TestDashboardAudit(t *testing.T) {
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("recorded %q, want %q", got, want)
 	}
+}
+
+var secretRe = regexp.MustCompile(`id="new-key-secret">(tbk_[A-Za-z0-9_-]+)<`)
+
+// TestKeysPage: the dashboard creates a scoped key, shows its secret once,
+// lists it, and revokes it, ending its sessions; each change is recorded.
+func TestKeysPage(t *testing.T) {
+	rec := &memAudit{}
+	h := newHarness(t, harnessOptions{ui: func(o *ui.Options) {
+		o.Audit = rec
+		o.KeyAdmin = o.Keys.(ui.KeyAdmin)
+		o.MakeKey = func(name, role string, conns, provs []string, now time.Time) (string, store.APIKey, error) {
+			return server.NewAPIKey(server.KeySpec{Name: name, Role: role, Connections: conns, Providers: provs}, now)
+		}
+	}})
+	b := h.browser()
+	tok := b.signIn(h.adminKey)
+	p := b.post("/ui/keys", url.Values{"csrf": {tok}, "name": {"svc-a"}, "role": {"proxy"}, "connections": {"team-a-*, shared"}, "providers": {"acme"}}, nil)
+	m := secretRe.FindStringSubmatch(p.body)
+	if p.status != http.StatusCreated || m == nil {
+		t.Fatalf("create: status %d, secret shown: %v", p.status, m != nil)
+	}
+	keys, err := h.store.ListAPIKeys(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var created store.APIKey
+	for _, k := range keys {
+		if k.Name == "svc-a" {
+			created = k
+		}
+	}
+	if created.Scope != "proxy" || strings.Join(created.Connections, ",") != "team-a-*,shared" || strings.Join(created.Providers, ",") != "acme" {
+		t.Fatalf("stored key %+v", created)
+	}
+	list := b.get("/ui/keys")
+	mustContain(t, "keys page", list.body, "svc-a", "team-a-*, shared", created.ID)
+	if strings.Contains(list.body, m[1]) {
+		t.Errorf("the secret is shown again on the list")
+	}
+	if p := b.post("/ui/keys", url.Values{"csrf": {tok}, "name": {"bad"}, "role": {"admin"}, "connections": {"x-*"}}, nil); p.status != http.StatusBadRequest ||
+		!strings.Contains(p.body, "cannot be limited") {
+		t.Errorf("scoped admin key: status %d", p.status)
+	}
+	if p := b.post("/ui/keys/"+created.ID+"/revoke", url.Values{"csrf": {tok}}, nil); p.status != http.StatusSeeOther {
+		t.Fatalf("revoke: %d", p.status)
+	}
+	if _, err := h.store.GetAPIKeyByHash(t.Context(), sha(m[1])); err == nil {
+		t.Errorf("the revoked key still resolves")
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var got []string
+	for _, e := range rec.entries {
+		got = append(got, e.Action)
+		if strings.Contains(e.Detail, m[1]) {
+			t.Errorf("an audit entry holds the secret")
+		}
+	}
+	if !strings.Contains(strings.Join(got, ","), "apikey.create,apikey.revoke") {
+		t.Errorf("recorded %q", got)
+	}
+}
+
+func sha(s string) []byte {
+	sum := sha256.Sum256([]byte(s))
+	return sum[:]
 }

@@ -124,6 +124,10 @@ type Options struct {
 	Audit Auditor
 	// AuditReader, if set, shows a connection's audit trail on its page.
 	AuditReader AuditReader
+	// KeyAdmin and MakeKey, if set, let the keys page create and revoke
+	// API keys; without them it lists keys only (revoking needs KeyAdmin).
+	KeyAdmin KeyAdmin
+	MakeKey  KeyMaker
 	// SessionTTL is how long a sign-in lasts. Default 12h.
 	SessionTTL time.Duration
 	// PageSize is the number of connections per list page. Default 50.
@@ -162,6 +166,8 @@ type Handler struct {
 	trustProto  bool
 	audit       Auditor
 	auditReader AuditReader
+	keyAdmin    KeyAdmin
+	makeKey     KeyMaker
 	ttl         time.Duration
 	pageSize    int
 	log         *slog.Logger
@@ -173,7 +179,7 @@ type Handler struct {
 }
 
 // Page templates; each is parsed together with layout.html.
-var pageNames = []string{"signin", "list", "detail", "delete", "error"}
+var pageNames = []string{"signin", "list", "detail", "delete", "error", "keys"}
 
 // New checks opts and returns a Handler.
 func New(opts Options) (*Handler, error) {
@@ -201,6 +207,8 @@ func New(opts Options) (*Handler, error) {
 		trustProto:  opts.TrustForwardedProto,
 		audit:       opts.Audit,
 		auditReader: opts.AuditReader,
+		keyAdmin:    opts.KeyAdmin,
+		makeKey:     opts.MakeKey,
 		ttl:         opts.SessionTTL,
 		pageSize:    opts.PageSize,
 		log:         opts.Logger,
@@ -246,6 +254,9 @@ func New(opts Options) (*Handler, error) {
 	h.mux.HandleFunc("POST /ui/connections/{id}/reconnect", h.createReconnect)
 	h.mux.HandleFunc("GET /ui/connections/{id}/delete", h.confirmDelete)
 	h.mux.HandleFunc("POST /ui/connections/{id}/delete", h.deleteConnection)
+	h.mux.HandleFunc("GET /ui/keys", h.listKeys)
+	h.mux.HandleFunc("POST /ui/keys", h.createKey)
+	h.mux.HandleFunc("POST /ui/keys/{id}/revoke", h.revokeKey)
 	h.mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
 		h.renderError(w, r, http.StatusNotFound, "There is no such page.")
 	})

@@ -316,13 +316,16 @@ func TestSlowBodiesDoNotStarveTheServer(t *testing.T) {
 // TestUnauthenticatedBodyNotDrained: a request refused for its key is
 // answered at once and its connection closed, without reading the body.
 func TestUnauthenticatedBodyNotDrained(t *testing.T) {
-	h := newHarness(t, harnessOptions{})
+	// With an hour to send the body, only not reading it ends this quickly.
+	h := newHarness(t, harnessOptions{server: func(o *Options) { o.Limits.PublicBodyTimeout = time.Hour }})
 	addr := slowServer(t, h)
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
+	// A guard against a hang, not a performance assertion.
+	_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
 	fmt.Fprintf(conn, "POST /v1/connections HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{")
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
@@ -533,5 +536,50 @@ func decodeJSON(t *testing.T, b []byte, v any) {
 	t.Helper()
 	if err := json.Unmarshal(b, v); err != nil {
 		t.Fatalf("decode %s: %v", b, err)
+	}
+}
+
+// TestLongRequestsOutliveBodyDeadline: the body deadline covers the body
+// only. A proxied call (with or without a body) whose provider answers
+// long after the deadline, and a slow streamed answer, are not cut off.
+func TestLongRequestsOutliveBodyDeadline(t *testing.T) {
+	const deadline = 200 * time.Millisecond
+	slow := httptestServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body)
+		// Answer well after both deadlines have passed, streaming.
+		for i := range 3 {
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(2 * deadline):
+			}
+			fmt.Fprintf(w, "chunk %d\n", i)
+			http.NewResponseController(w).Flush()
+		}
+	}))
+	h := newHarness(t, harnessOptions{server: func(o *Options) {
+		o.Limits = Limits{PublicBodyTimeout: deadline, BodyTimeout: deadline}
+		tg := o.Targets[provAcme]
+		tg.BaseURL = mustURL(t, slow)
+		o.Targets[provAcme] = tg
+	}})
+	h.importConn("long-1", provAcme, nil)
+	addr := slowServer(t, h)
+	for _, body := range []string{"", `{"a":1}`} {
+		method := "GET"
+		if body != "" {
+			method = "POST"
+		}
+		req, _ := http.NewRequest(method, "http://"+addr+"/v1/proxy/long-1/stream", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+h.tokensKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(got), "chunk 2") {
+			t.Errorf("%s: status %d, body %q, err %v; want all three chunks", method, resp.StatusCode, got, err)
+		}
 	}
 }

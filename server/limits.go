@@ -1,9 +1,13 @@
 package server
 
 import (
+	"context"
+	"errors"
+	"io"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,18 +38,73 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// setReadDeadline bounds the time left to read the request (its body) on
-// the wall clock: a socket deadline, not the injected clock. net/http
-// resets it for the next request on the connection. Writers that are not a
-// connection (tests' recorders) ignore it.
-func (s *Server) setReadDeadline(w http.ResponseWriter, d time.Duration) {
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+// bodyDeadline bounds the time a request may take to send its body. The
+// deadline is a socket read deadline on the wall clock (not the injected
+// clock), and it must only cover the body: net/http keeps reading the
+// connection in the background once the body is done, and a deadline
+// expiring then would cancel the request's context, cutting off a long
+// proxied call or a slow refresh. So it is only set for a request with a
+// body, and cleared as soon as the body ends. A body that fails (too slow,
+// cut off) instead gets a deadline in the past, so that net/http does not
+// wait for the rest of it to drain the connection. net/http resets
+// deadlines for the next request on the connection.
+type bodyDeadline struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done atomic.Bool
+}
+
+func (b *bodyDeadline) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && b.done.CompareAndSwap(false, true) {
+		if errors.Is(err, io.EOF) {
+			_ = b.rc.SetReadDeadline(time.Time{})
+		} else {
+			_ = b.rc.SetReadDeadline(time.Now())
+		}
+	}
+	return n, err
+}
+
+// set moves the deadline to d from now, unless the body has ended.
+// Writers that are not a connection (tests' recorders) ignore it.
+func (b *bodyDeadline) set(d time.Duration) {
+	if !b.done.Load() {
+		_ = b.rc.SetReadDeadline(time.Now().Add(d))
+	}
+}
+
+type bodyDeadlineKey struct{}
+
+// startBodyDeadline gives a request with a body the short deadline of
+// unauthenticated requests, and returns the request whose body clears it.
+func (s *Server) startBodyDeadline(w http.ResponseWriter, r *http.Request) *http.Request {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return r
+	}
+	b := &bodyDeadline{ReadCloser: r.Body, rc: http.NewResponseController(w)}
+	b.set(s.limits.PublicBodyTimeout)
+	r.Body = b
+	return r.WithContext(context.WithValue(r.Context(), bodyDeadlineKey{}, b))
+}
+
+// abandonBody is for a request answered without its body (refused for
+// its key or role): the body's deadline is moved to now, so that net/http,
+// which would otherwise read up to 256 KiB of it before closing, gives up
+// at once; the answer says Connection: close.
+func (s *Server) abandonBody(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Connection", "close")
+	if b, ok := r.Context().Value(bodyDeadlineKey{}).(*bodyDeadline); ok && b.done.CompareAndSwap(false, true) {
+		_ = b.rc.SetReadDeadline(time.Now())
+	}
 }
 
 // extendReadDeadline gives a request that showed a valid key the longer
 // body deadline.
-func (s *Server) extendReadDeadline(w http.ResponseWriter) {
-	s.setReadDeadline(w, s.limits.BodyTimeout)
+func (s *Server) extendReadDeadline(r *http.Request) {
+	if b, ok := r.Context().Value(bodyDeadlineKey{}).(*bodyDeadline); ok {
+		b.set(s.limits.BodyTimeout)
+	}
 }
 
 // HTTPServer returns an http.Server for the API with the header, idle and

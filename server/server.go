@@ -378,9 +378,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	ri := &requestInfo{}
 	r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, ri))
 	rec := &recorder{ResponseWriter: w}
-	// Until a key is recognised, the body gets the short deadline of
+	// Until a key is recognised, a body gets the short deadline of
 	// unauthenticated routes (limits.go).
-	s.setReadDeadline(rec, s.limits.PublicBodyTimeout)
+	r = s.startBodyDeadline(rec, r)
 
 	defer func() {
 		v := recover()
@@ -474,14 +474,14 @@ func (s *Server) route(rt route) http.Handler {
 			if err != nil {
 				// Nothing of the body is read: the connection closes after
 				// the answer instead of draining what a stranger sends.
-				w.Header().Set("Connection", "close")
+				s.abandonBody(w, r)
 				s.fail(w, r, err)
 				return
 			}
 			ri.key, ri.keyName, ri.admin, ri.apiKey = key.ID, key.Name, key.Scope == ScopeAdmin, key
-			s.extendReadDeadline(w)
+			s.extendReadDeadline(r)
 			if rt.access&roleAccess(key.Scope) == 0 {
-				w.Header().Set("Connection", "close")
+				s.abandonBody(w, r)
 				s.writeError(w, r, apiError{status: http.StatusForbidden, code: codeForbidden,
 					message: "this API key's scope does not allow this route"})
 				return

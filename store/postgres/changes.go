@@ -64,7 +64,7 @@ func (s *Store) listen(ctx context.Context, h store.ChangeHandler) error {
 	}
 }
 
-// keysChannel is the NOTIFY channel of migration 0007's api_keys trigger.
+// keysChannel is the NOTIFY channel of migration 0008's api_keys trigger.
 const keysChannel = "tokenbroker_api_keys"
 
 var _ store.KeyFeed = (*Store)(nil)

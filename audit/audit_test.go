@@ -48,8 +48,8 @@ func (c *countingStore) AppendAudit(ctx context.Context, e []store.AuditEntry) e
 	return c.Store.AppendAudit(ctx, e)
 }
 
-func open(t *testing.T, now func() time.Time) *countingStore {
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "a.db"), sqlite.Options{Now: now})
+func open(t testing.TB, now func() time.Time) *countingStore {
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "a.db"), sqlite.Options{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}

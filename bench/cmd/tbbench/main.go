@@ -77,6 +77,10 @@ type opts struct {
 	duration    time.Duration
 	warm        time.Duration
 	rounds      int
+	// reverseEven runs the targets in reverse order in every second
+	// round, so that what one target leaves behind (a backlog to write,
+	// a GC cycle) does not always land on the same next target.
+	reverseEven bool
 }
 
 func parse(name string, args []string, extra func(*flag.FlagSet)) (opts, error) {
@@ -369,7 +373,15 @@ type target struct{ name, url, key string }
 func runRounds(c *http.Client, o opts, targets []target) []load.Result {
 	pooled := make([]load.Result, len(targets))
 	for round := range o.rounds {
-		for i, t := range targets {
+		order := make([]int, len(targets))
+		for i := range order {
+			order[i] = i
+		}
+		if o.reverseEven && round%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, i := range order {
+			t := targets[i]
 			r := load.Run(context.Background(), t.name, c, o.concurrency, o.warm, o.duration, http.StatusOK, func() *http.Request {
 				req, _ := http.NewRequest(http.MethodGet, t.url, nil)
 				if t.key != "" {
@@ -806,6 +818,7 @@ func benchAudit(args []string) error {
 	if err != nil {
 		return err
 	}
+	o.reverseEven = true
 	up, on, onKey, cleanup, err := startPair(o.bin)
 	if err != nil {
 		return err

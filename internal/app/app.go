@@ -391,6 +391,13 @@ func newDashboard(a *App, cfg *config.Config, log *slog.Logger, now func() time.
 		AuditReader:         a.Store,
 		KeyAdmin:            a.Store,
 		MakeKey:             makeKey,
+		// A key revoked on the dashboard stops working on this server's
+		// API at once, not when its cache entry expires.
+		KeyRevoked: func() {
+			if a.Server != nil {
+				a.Server.ForgetKeys()
+			}
+		},
 	}
 	if cfg.PublicURL != "" {
 		opts.Reconnect = reconnectLinks{broker: a.Broker, publicURL: strings.TrimRight(cfg.PublicURL, "/")}

@@ -123,3 +123,21 @@ func allowHeaders(cfg *config.Config, name string) []string {
 func makeKey(name, role string, connections, providers []string, now time.Time) (string, store.APIKey, error) {
 	return server.NewAPIKey(server.KeySpec{Name: name, Role: role, Connections: connections, Providers: providers}, now)
 }
+
+// fdReserve is what the connection cap leaves of the file-descriptor limit
+// for the database, the provider calls, the log and the listener itself.
+const fdReserve = 128
+
+// maxConnections is the configured cap, lowered below the process's
+// file-descriptor limit: a cap above it would let a flood of clients use
+// up the descriptors, and then the server could accept nothing, health
+// checks included (docs/security.md).
+func (a *App) maxConnections() int {
+	n := a.Config.Security.MaxConnections
+	if lim := fdLimit(); lim > 0 && n > lim-fdReserve {
+		lowered := max(lim-fdReserve, lim/2)
+		a.log.Warn("security.max_connections lowered below the open-file limit", "configured", n, "limit", lim, "max_connections", lowered)
+		n = lowered
+	}
+	return n
+}

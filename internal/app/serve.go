@@ -86,7 +86,7 @@ func (a *App) ServeGraceful(ctx context.Context, ln net.Listener, opts ServeOpti
 		return terr
 	}
 	srv.TLSConfig = tlsCfg
-	ln = server.LimitListener(ln, a.Config.Security.MaxConnections)
+	ln = server.LimitListener(ln, a.maxConnections())
 	followCtx, stopFollowing := context.WithCancel(context.Background())
 	defer stopFollowing()
 	go a.Broker.FollowChanges(followCtx)

@@ -133,6 +133,9 @@ func (h *Handler) revokeKey(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	if h.keyRevoked != nil {
+		h.keyRevoked()
+	}
 	if _, err := h.keyAdmin.DeleteKeyUISessions(r.Context(), id); err != nil {
 		h.log.WarnContext(r.Context(), "dashboard: could not end the revoked key's sessions", "key", id, "error", err)
 	}

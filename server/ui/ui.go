@@ -128,6 +128,9 @@ type Options struct {
 	// API keys; without them it lists keys only (revoking needs KeyAdmin).
 	KeyAdmin KeyAdmin
 	MakeKey  KeyMaker
+	// KeyRevoked, if set, is called after a key is revoked here, so the
+	// API's key cache can forget it at once.
+	KeyRevoked func()
 	// SessionTTL is how long a sign-in lasts. Default 12h.
 	SessionTTL time.Duration
 	// PageSize is the number of connections per list page. Default 50.
@@ -168,6 +171,7 @@ type Handler struct {
 	auditReader AuditReader
 	keyAdmin    KeyAdmin
 	makeKey     KeyMaker
+	keyRevoked  func()
 	ttl         time.Duration
 	pageSize    int
 	log         *slog.Logger
@@ -209,6 +213,7 @@ func New(opts Options) (*Handler, error) {
 		auditReader: opts.AuditReader,
 		keyAdmin:    opts.KeyAdmin,
 		makeKey:     opts.MakeKey,
+		keyRevoked:  opts.KeyRevoked,
 		ttl:         opts.SessionTTL,
 		pageSize:    opts.PageSize,
 		log:         opts.Logger,

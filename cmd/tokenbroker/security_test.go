@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-func runCLI(t *testing.T, args ...string) (int, string, string) {
+func runSecCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := run(t.Context(), args, &out, &errb)
@@ -28,14 +28,14 @@ func TestCLIScopedKeysAndAudit(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("data_dir: "+dir+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	code, out, errOut := runCLI(t, "apikey", "create", "--config", cfg, "--name", "svc-a", "--scope", "proxy",
+	code, out, errOut := runSecCLI(t, "apikey", "create", "--config", cfg, "--name", "svc-a", "--scope", "proxy",
 		"--connections", "team-a-*, shared", "--providers", "acme")
 	if code != 0 || !keyLine.MatchString(out) {
 		t.Fatalf("apikey create: exit %d, stdout %q, stderr %q; want the key alone", code, out, errOut)
 	}
 	secret := strings.TrimSpace(out)
 
-	code, out, _ = runCLI(t, "apikey", "list", "--config", cfg)
+	code, out, _ = runSecCLI(t, "apikey", "list", "--config", cfg)
 	if code != 0 || !strings.Contains(out, "proxy") || !strings.Contains(out, "connections=team-a-*,shared providers=acme") {
 		t.Fatalf("apikey list: exit %d\n%s", code, out)
 	}
@@ -47,15 +47,15 @@ func TestCLIScopedKeysAndAudit(t *testing.T) {
 		{"--scope", "root"},
 	} {
 		args := append([]string{"apikey", "create", "--config", cfg, "--name", "x"}, bad...)
-		if code, out, errOut := runCLI(t, args...); code != 2 || out != "" || errOut == "" {
+		if code, out, errOut := runSecCLI(t, args...); code != 2 || out != "" || errOut == "" {
 			t.Errorf("%v: exit %d stdout %q stderr %q; want a usage error", bad, code, out, errOut)
 		}
 	}
 
-	if code, _, errOut := runCLI(t, "apikey", "revoke", "--config", cfg, id); code != 0 {
+	if code, _, errOut := runSecCLI(t, "apikey", "revoke", "--config", cfg, id); code != 0 {
 		t.Fatalf("apikey revoke: %d %s", code, errOut)
 	}
-	code, out, _ = runCLI(t, "audit", "--config", cfg, "--json")
+	code, out, _ = runSecCLI(t, "audit", "--config", cfg, "--json")
 	if code != 0 {
 		t.Fatalf("audit: exit %d", code)
 	}
@@ -73,11 +73,11 @@ func TestCLIScopedKeysAndAudit(t *testing.T) {
 	if strings.Contains(out, secret) {
 		t.Errorf("the audit trail holds the key")
 	}
-	code, out, _ = runCLI(t, "audit", "--config", cfg, "--action", "apikey.create")
+	code, out, _ = runSecCLI(t, "audit", "--config", cfg, "--action", "apikey.create")
 	if code != 0 || !strings.Contains(out, "apikey.create") || strings.Contains(out, "apikey.revoke") || !strings.Contains(out, "role=proxy") {
 		t.Errorf("audit --action: exit %d\n%s", code, out)
 	}
-	if code, _, _ := runCLI(t, "audit", "--config", cfg, "--limit", "0"); code != 2 {
+	if code, _, _ := runSecCLI(t, "audit", "--config", cfg, "--limit", "0"); code != 2 {
 		t.Errorf("audit --limit 0: exit %d, want 2", code)
 	}
 }

@@ -53,7 +53,7 @@ security:
 		{"tls_cert_file: /nonexistent/c\ntls_key_file: /nonexistent/k\n", "cannot read /nonexistent/c"},
 		{"security:\n  body_timeout: soon\n", "security.body_timeout"},
 		{"audit:\n  retention: -1h\n", "audit.retention"},
-		{"security:\n  max_connection: 3\n", `unknown field "max_connection" in security`},
+		{"security:\n  max_connection: 3\n", `security.max_connection: unknown setting; did you mean "max_connections"`},
 		{"providers:\n  - name: github\n    client_id: x\n    client_secret_env: NOPE_UNSET_X\n    allow_response_headers: [\"Set Cookie\"]\n", "allow_response_headers"},
 	} {
 		c, err := loadText(t, bad.text)

@@ -93,6 +93,8 @@ func (r *scopeRig) bodyFor(pattern, id string) any {
 	switch pattern {
 	case "POST /v1/connect-sessions":
 		return map[string]any{"connection_id": id, "provider": provAcme}
+	case "POST /v1/connections/{id}/token":
+		return map[string]any{"stale_token": "fake-not-a-token"}
 	case "POST /v1/connections", "PUT /v1/connections/{id}":
 		return map[string]any{"id": id, "provider": provAcme, "access_token": "fake-not-a-token"}
 	}

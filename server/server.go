@@ -278,7 +278,6 @@ const (
 	// accessTokens may read raw tokens: never proxy keys.
 	accessTokens  = allowAdmin | allowTokens
 	accessConnect = allowAdmin | allowConnect
-	accessAnyKey  = allowAdmin | allowTokens | allowProxy | allowConnect
 )
 
 // roleAccess is the bit of a key's role.

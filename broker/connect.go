@@ -30,6 +30,9 @@ const ConnectSessionTTL = 10 * time.Minute
 type AuthCodeEndpoint interface {
 	AuthCodeURL(ctx context.Context, state, redirectURI, codeChallenge string, scopes []string, extra url.Values) (string, error)
 	Exchange(ctx context.Context, code, redirectURI, codeVerifier string) (*oauth.Token, error)
+	// ResponseIssuer is what the authorization response's iss must be
+	// (RFC 9207; see issuer.go).
+	ResponseIssuer(ctx context.Context) (issuer string, required bool)
 }
 
 // ClientCredentialsEndpoint is what a client-credentials connection needs.
@@ -306,6 +309,15 @@ func (b *Broker) AbortConnect(ctx context.Context, state string) (store.ConnectS
 // no connection is created or changed unless the whole flow succeeds. The
 // returned session (when known) carries the redirect URL.
 func (b *Broker) CompleteConnect(ctx context.Context, state, code, redirectURI string) (ConnectResult, error) {
+	return b.CompleteConnectResponse(ctx, AuthorizationResponse{State: state, Code: code}, redirectURI)
+}
+
+// CompleteConnectResponse is [Broker.CompleteConnect] for the whole
+// authorization response, whose iss is checked (RFC 9207, issuer.go)
+// before the code is redeemed; a mismatch returns an error wrapping
+// oauth.ErrIssuerMismatch and uses the session up.
+func (b *Broker) CompleteConnectResponse(ctx context.Context, resp AuthorizationResponse, redirectURI string) (ConnectResult, error) {
+	state, code := resp.State, resp.Code
 	cs := b.store
 	s, err := cs.ConsumeConnectSession(ctx, hashState(state))
 	if errors.Is(err, store.ErrNotFound) {
@@ -327,6 +339,9 @@ func (b *Broker) CompleteConnect(ctx context.Context, state, code, redirectURI s
 	}
 	_, ep, err := b.authCodeProvider(s.Provider)
 	if err != nil {
+		return res, err
+	}
+	if err := b.checkResponseIssuer(ctx, s, ep, resp); err != nil {
 		return res, err
 	}
 	if err := b.checkOwner(ctx, s.ConnectionID, s.Provider); err != nil {

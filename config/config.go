@@ -80,7 +80,13 @@ type Config struct {
 	Refresh   RefreshConfig
 	Webhooks  WebhooksConfig
 	Scheduler SchedulerConfig
-	Shutdown  ShutdownConfig
+	// TLSCertFile and TLSKeyFile, when both set, make serve terminate TLS
+	// itself, reloading the pair when the files change (security.go).
+	TLSCertFile string
+	TLSKeyFile  string
+	Audit       AuditConfig
+	Security    SecurityConfig
+	Shutdown    ShutdownConfig
 
 	// src says where each value came from, for error messages.
 	src *source
@@ -184,6 +190,11 @@ type ProviderConfig struct {
 
 	TokenRateLimit float64 `yaml:"token_rate_limit,omitempty"`
 	TokenRateBurst int     `yaml:"token_rate_burst,omitempty"`
+
+	// AllowResponseHeaders are provider response headers the proxy passes
+	// to callers although it drops them by default (Set-Cookie, CORS
+	// headers and the like; docs/security.md).
+	AllowResponseHeaders []string `yaml:"allow_response_headers,omitempty"`
 }
 
 // fileConfig is the YAML form of Config. Durations and sizes are strings so
@@ -201,6 +212,10 @@ type fileConfig struct {
 	Refresh            fileRefresh      `yaml:"refresh"`
 	Webhooks           WebhooksConfig   `yaml:"webhooks"`
 	Scheduler          fileScheduler    `yaml:"scheduler"`
+	TLSCertFile        string           `yaml:"tls_cert_file"`
+	TLSKeyFile         string           `yaml:"tls_key_file"`
+	Audit              fileAudit        `yaml:"audit"`
+	Security           fileSecurity     `yaml:"security"`
 	Shutdown           fileShutdown     `yaml:"shutdown"`
 }
 
@@ -409,6 +424,8 @@ func (c *Config) decode(file string, data []byte, lookup func(string) (string, b
 		LogFormat:          f.LogFormat,
 		Providers:          f.Providers,
 		Webhooks:           f.Webhooks,
+		TLSCertFile:        f.TLSCertFile,
+		TLSKeyFile:         f.TLSKeyFile,
 	}
 	parseDur := func(path, s string, dst *time.Duration) {
 		if s == "" {
@@ -430,6 +447,7 @@ func (c *Config) decode(file string, data []byte, lookup func(string) (string, b
 	parseDur("scheduler.interval", f.Scheduler.Interval, &c.Scheduler.Interval)
 	parseDur("shutdown.grace", f.Shutdown.Grace, &c.Shutdown.Grace)
 	parseDur("shutdown.drain_delay", f.Shutdown.DrainDelay, &c.Shutdown.DrainDelay)
+	c.decodeSecurity(f, parseDur)
 	c.Scheduler.Disabled = f.Scheduler.Disabled
 	c.Scheduler.Concurrency, c.Scheduler.BatchSize = f.Scheduler.Concurrency, f.Scheduler.BatchSize
 	if f.Proxy.MaxReplayBody != "" {
@@ -497,7 +515,7 @@ func yamlErrors(src *source, te *yaml.TypeError) []error {
 // names in its messages.
 var knownFields = func() map[string][]string {
 	out := map[string][]string{}
-	for _, v := range []any{fileConfig{}, ProviderConfig{}, fileProxy{}, fileRefresh{}, WebhooksConfig{}, WebhookConfig{}, fileScheduler{}, fileShutdown{}} {
+	for _, v := range []any{fileConfig{}, ProviderConfig{}, fileProxy{}, fileRefresh{}, WebhooksConfig{}, WebhookConfig{}, fileScheduler{}, fileShutdown{}, fileAudit{}, fileSecurity{}} {
 		t := reflect.TypeOf(v)
 		var names []string
 		for i := range t.NumField() {
@@ -597,6 +615,7 @@ func (c *Config) SetDefaults() {
 	if c.Shutdown.Grace == 0 {
 		c.Shutdown.Grace = max(c.Proxy.Timeout, c.Refresh.Timeout) + shutdownMargin
 	}
+	c.setSecurityDefaults()
 }
 
 // inDir joins dir and name keeping dir as written ("./data" stays
@@ -682,6 +701,7 @@ func (c *Config) Validate() error {
 	}
 
 	errs = append(errs, c.validateWebhooks()...)
+	errs = append(errs, c.validateSecurity()...)
 	_, perr := c.profiles()
 	errs = append(errs, perr...)
 	var out []error

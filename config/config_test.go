@@ -167,6 +167,9 @@ func TestDefaults(t *testing.T) {
 			Refresh:            RefreshConfig{Timeout: 20 * time.Second, LeaseTTL: 30 * time.Second, OnErrorInterval: 30 * time.Second},
 			Scheduler:          SchedulerConfig{Interval: time.Second, Concurrency: 8, BatchSize: 100},
 			Shutdown:           ShutdownConfig{Grace: 65 * time.Second},
+			Audit:              AuditConfig{Retention: DefaultAuditRetention},
+			Security: SecurityConfig{MaxConnections: DefaultMaxConnections, BodyTimeout: DefaultBodyTimeout,
+				PublicBodyTimeout: DefaultPublicBodyTimeout},
 		}
 		if c.Providers != nil {
 			t.Errorf("providers = %v, want none", c.Providers)

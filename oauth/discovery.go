@@ -54,6 +54,11 @@ type Metadata struct {
 	CodeChallengeMethodsSupported             []string
 	IntrospectionEndpointAuthMethodsSupported []string
 	RevocationEndpointAuthMethodsSupported    []string
+
+	// AuthorizationResponseIssParameterSupported: the server adds iss to
+	// its authorization responses (RFC 9207 §3), so one without it is
+	// refused.
+	AuthorizationResponseIssParameterSupported bool
 }
 
 func (m *Metadata) clone() *Metadata {
@@ -257,21 +262,33 @@ func checkIssuer(issuer string) error {
 // metadataDocument is the wire form. The *_supported lists are lenient:
 // a provider that spells one oddly should not lose its token endpoint.
 type metadataDocument struct {
-	Issuer                                    string      `json:"issuer"`
-	AuthorizationEndpoint                     string      `json:"authorization_endpoint"`
-	TokenEndpoint                             string      `json:"token_endpoint"`
-	IntrospectionEndpoint                     string      `json:"introspection_endpoint"`
-	RevocationEndpoint                        string      `json:"revocation_endpoint"`
-	JWKSURI                                   string      `json:"jwks_uri"`
-	UserinfoEndpoint                          string      `json:"userinfo_endpoint"`
-	RegistrationEndpoint                      string      `json:"registration_endpoint"`
-	ScopesSupported                           lenientList `json:"scopes_supported"`
-	ResponseTypesSupported                    lenientList `json:"response_types_supported"`
-	GrantTypesSupported                       lenientList `json:"grant_types_supported"`
-	TokenEndpointAuthMethodsSupported         lenientList `json:"token_endpoint_auth_methods_supported"`
-	CodeChallengeMethodsSupported             lenientList `json:"code_challenge_methods_supported"`
-	IntrospectionEndpointAuthMethodsSupported lenientList `json:"introspection_endpoint_auth_methods_supported"`
-	RevocationEndpointAuthMethodsSupported    lenientList `json:"revocation_endpoint_auth_methods_supported"`
+	Issuer                                     string      `json:"issuer"`
+	AuthorizationEndpoint                      string      `json:"authorization_endpoint"`
+	TokenEndpoint                              string      `json:"token_endpoint"`
+	IntrospectionEndpoint                      string      `json:"introspection_endpoint"`
+	RevocationEndpoint                         string      `json:"revocation_endpoint"`
+	JWKSURI                                    string      `json:"jwks_uri"`
+	UserinfoEndpoint                           string      `json:"userinfo_endpoint"`
+	RegistrationEndpoint                       string      `json:"registration_endpoint"`
+	ScopesSupported                            lenientList `json:"scopes_supported"`
+	ResponseTypesSupported                     lenientList `json:"response_types_supported"`
+	GrantTypesSupported                        lenientList `json:"grant_types_supported"`
+	TokenEndpointAuthMethodsSupported          lenientList `json:"token_endpoint_auth_methods_supported"`
+	CodeChallengeMethodsSupported              lenientList `json:"code_challenge_methods_supported"`
+	IntrospectionEndpointAuthMethodsSupported  lenientList `json:"introspection_endpoint_auth_methods_supported"`
+	RevocationEndpointAuthMethodsSupported     lenientList `json:"revocation_endpoint_auth_methods_supported"`
+	AuthorizationResponseIssParameterSupported lenientBool `json:"authorization_response_iss_parameter_supported"`
+}
+
+// lenientBool is a JSON boolean; anything else reads as false.
+type lenientBool bool
+
+func (b *lenientBool) UnmarshalJSON(data []byte) error {
+	var v bool
+	if json.Unmarshal(data, &v) == nil {
+		*b = lenientBool(v)
+	}
+	return nil
 }
 
 // lenientList is a JSON array of strings; a space-separated string is read
@@ -357,5 +374,7 @@ func (c *DiscoveryCache) fetchDocument(ctx context.Context, client *http.Client,
 		CodeChallengeMethodsSupported:             doc.CodeChallengeMethodsSupported,
 		IntrospectionEndpointAuthMethodsSupported: doc.IntrospectionEndpointAuthMethodsSupported,
 		RevocationEndpointAuthMethodsSupported:    doc.RevocationEndpointAuthMethodsSupported,
+
+		AuthorizationResponseIssParameterSupported: bool(doc.AuthorizationResponseIssParameterSupported),
 	}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,13 +36,21 @@ const apiKeyBytes = 32
 // maxKeyNameLen bounds an API key's name, which is shown in listings.
 const maxKeyNameLen = 200
 
-// GenerateAPIKey makes a new API key: the secret to hand to its user once
-// ("tbk_" and 32 random bytes, base64url) and the record to store, which
-// keeps only the secret's SHA-256. scope is [ScopeAdmin] or [ScopeTokens].
+// GenerateAPIKey makes a new API key for every connection: see
+// [NewAPIKey]. scope is one of [Roles].
 func GenerateAPIKey(name, scope string, now time.Time) (secret string, key store.APIKey, err error) {
-	if scope != ScopeAdmin && scope != ScopeTokens {
-		return "", store.APIKey{}, fmt.Errorf("server: API key scope %q is not %q or %q", scope, ScopeAdmin, ScopeTokens)
+	return NewAPIKey(KeySpec{Name: name, Role: scope}, now)
+}
+
+// NewAPIKey makes a new API key: the secret to hand to its user once
+// ("tbk_" and 32 random bytes, base64url) and the record to store, which
+// keeps only the secret's SHA-256, the role and the connections it may
+// touch.
+func NewAPIKey(spec KeySpec, now time.Time) (secret string, key store.APIKey, err error) {
+	if err := checkKeySpec(spec); err != nil {
+		return "", store.APIKey{}, err
 	}
+	name := spec.Name
 	if len(name) > maxKeyNameLen {
 		return "", store.APIKey{}, fmt.Errorf("server: API key name is longer than %d bytes", maxKeyNameLen)
 	}
@@ -55,11 +64,13 @@ func GenerateAPIKey(name, scope string, now time.Time) (secret string, key store
 	}
 	secret = APIKeyPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
 	return secret, store.APIKey{
-		ID:        hex.EncodeToString(id[:]),
-		Name:      name,
-		Scope:     scope,
-		Hash:      HashAPIKey(secret),
-		CreatedAt: now,
+		ID:          hex.EncodeToString(id[:]),
+		Name:        name,
+		Scope:       spec.Role,
+		Hash:        HashAPIKey(secret),
+		CreatedAt:   now,
+		Connections: slices.Clone(spec.Connections),
+		Providers:   slices.Clone(spec.Providers),
 	}, nil
 }
 
@@ -102,6 +113,7 @@ func (s *Server) authenticate(r *http.Request) (store.APIKey, error) {
 	if k, ok := s.cache.get(hash); ok {
 		return k, nil
 	}
+	gen := s.cache.generation()
 	k, err := s.keys.GetAPIKeyByHash(r.Context(), hash)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.APIKey{}, errBadKey
@@ -115,12 +127,12 @@ func (s *Server) authenticate(r *http.Request) (store.APIKey, error) {
 	if subtle.ConstantTimeCompare(k.Hash, hash) != 1 || !k.RevokedAt.IsZero() {
 		return store.APIKey{}, errBadKey
 	}
-	if k.Scope != ScopeAdmin && k.Scope != ScopeTokens {
+	if !validRole(k.Scope) || (k.Scope == ScopeAdmin && scoped(k)) {
 		s.log.WarnContext(r.Context(), "API key has an unknown scope; refusing it", "key", k.ID, "scope", k.Scope)
 		return store.APIKey{}, errBadKey
 	}
 	k.Hash = nil // not needed past this point
-	s.cache.put(hash, k)
+	s.cache.put(hash, k, gen)
 	return k, nil
 }
 
@@ -135,6 +147,16 @@ type keyCache struct {
 
 	mu      sync.Mutex
 	entries map[[sha256.Size]byte]keyCacheEntry
+	gen     uint64 // bumped by clear
+}
+
+func (c *keyCache) generation() uint64 {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
 }
 
 type keyCacheEntry struct {
@@ -164,13 +186,18 @@ func (c *keyCache) get(hash []byte) (store.APIKey, bool) {
 	return e.key, true
 }
 
-func (c *keyCache) put(hash []byte, key store.APIKey) {
+// put caches key unless the cache was cleared since gen was read: a lookup
+// that raced with a revocation must not bring the revoked key back.
+func (c *keyCache) put(hash []byte, key store.APIKey, gen uint64) {
 	if c == nil {
 		return
 	}
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.gen != gen {
+		return
+	}
 	if len(c.entries) >= c.max {
 		for h, e := range c.entries {
 			if !now.Before(e.expires) {
@@ -186,4 +213,19 @@ func (c *keyCache) put(hash []byte, key store.APIKey) {
 		}
 	}
 	c.entries[[sha256.Size]byte(hash)] = keyCacheEntry{key: key, expires: now.Add(c.ttl)}
+}
+
+// ForgetKeys drops every cached API key lookup, so a key revoked
+// elsewhere stops working at once (the app calls it from the store's key
+// feed, see docs/security.md).
+func (s *Server) ForgetKeys() { s.cache.clear() }
+
+func (c *keyCache) clear() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.entries)
+	c.gen++
 }

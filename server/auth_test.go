@@ -36,12 +36,12 @@ func TestRouteTable(t *testing.T) {
 		"POST /v1/connections":              accessAdmin,
 		"PUT /v1/connections/{id}":          accessAdmin,
 		"GET /v1/connections":               accessAdmin,
-		"GET /v1/connections/{id}":          accessTokens,
+		"GET /v1/connections/{id}":          accessStatus,
 		"GET /v1/connections/{id}/token":    accessTokens,
 		"POST /v1/connections/{id}/token":   accessTokens,
 		"POST /v1/connections/{id}/refresh": accessAdmin,
 		"DELETE /v1/connections/{id}":       accessAdmin,
-		"/v1/proxy/{id}/{path...}":          accessTokens,
+		"/v1/proxy/{id}/{path...}":          accessStatus,
 		"GET /healthz":                      accessPublic,
 		"GET /readyz":                       accessPublic,
 		"GET /metrics":                      accessAdmin,
@@ -49,10 +49,14 @@ func TestRouteTable(t *testing.T) {
 		// The connect flow: the link and the callback are opened by a
 		// person's browser, with no API key; the session id and the
 		// single-use state are the capabilities (connect_test.go).
-		"POST /v1/connect-sessions": accessAdmin,
+		"POST /v1/connect-sessions": accessConnect,
 		"GET /v1/connect/{session}": accessPublic,
 		"GET /v1/connect/callback":  accessPublic,
 		"GET /v1/openapi.json":      accessPublic,
+		"GET /v1/audit":             accessAdmin,
+		"POST /v1/api-keys":         accessAdmin,
+		"GET /v1/api-keys":          accessAdmin,
+		"DELETE /v1/api-keys/{key}": accessAdmin,
 	}
 	got := map[string]access{}
 	for _, rt := range routes() {
@@ -267,7 +271,7 @@ func TestKeyCacheBounded(t *testing.T) {
 	c := newKeyCache(time.Minute, 4, time.Now)
 	for i := range 20 {
 		h := HashAPIKey(strings.Repeat("k", i+1))
-		c.put(h, keyWithID(i))
+		c.put(h, keyWithID(i), c.generation())
 		if n := len(c.entries); n > 4 {
 			t.Fatalf("cache holds %d entries, max 4", n)
 		}

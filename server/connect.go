@@ -24,7 +24,8 @@ type Connector interface {
 	CreateConnectSession(ctx context.Context, req broker.ConnectRequest) (store.ConnectSession, error)
 	BeginConnect(ctx context.Context, sessionID, redirectURI string) (string, error)
 	AbortConnect(ctx context.Context, state string) (store.ConnectSession, error)
-	CompleteConnect(ctx context.Context, state, code, redirectURI string) (broker.ConnectResult, error)
+	CompleteConnectResponse(ctx context.Context, resp broker.AuthorizationResponse, redirectURI string) (broker.ConnectResult, error)
+	CheckErrorResponseIssuer(ctx context.Context, s store.ConnectSession, iss string, present bool) error
 	CreateClientCredentialsConnection(ctx context.Context, in broker.ClientCredentialsImport) (store.Connection, error)
 }
 
@@ -83,12 +84,24 @@ func (s *Server) createConnectSession(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, e)
 		return
 	}
+	ri := info(r.Context())
 	if broker.ValidID(req.ConnectionID) {
-		info(r.Context()).connection = req.ConnectionID
+		ri.connection = req.ConnectionID
+	}
+	// A connect key creates links only for connections in its scope.
+	if err := checkNewScope(ri.apiKey, req.ConnectionID, req.Provider); err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	sess, err := conn.CreateConnectSession(r.Context(), broker.ConnectRequest{
 		ConnectionID: req.ConnectionID, Provider: req.Provider, RedirectURL: req.RedirectURL, Scopes: req.Scopes,
 	})
+	if errors.Is(err, broker.ErrProviderMismatch) && len(ri.apiKey.Providers) > 0 {
+		// The connection exists under a provider outside the key's scope:
+		// answered as missing, like every out-of-scope connection.
+		s.fail(w, r, errOutOfScope)
+		return
+	}
 	if errors.Is(err, broker.ErrProviderMismatch) {
 		s.writeError(w, r, apiError{status: http.StatusConflict, code: codeAlreadyExists,
 			message: "connection " + req.ConnectionID + " exists with another provider; delete it first or choose another id"})
@@ -144,8 +157,18 @@ func (s *Server) connectCallback(w http.ResponseWriter, r *http.Request) {
 		// RFC 6749 §4.1.2.1: the provider ended the flow. The session is
 		// used up either way, so the link cannot be replayed.
 		if state != "" {
-			if _, err := conn.AbortConnect(r.Context(), state); err != nil && !errors.Is(err, broker.ErrConnectSessionNotFound) {
+			sess, err := conn.AbortConnect(r.Context(), state)
+			if err != nil && !errors.Is(err, broker.ErrConnectSessionNotFound) {
 				s.log.WarnContext(r.Context(), "could not end the connect session", "error", err)
+			}
+			if err == nil {
+				info(r.Context()).connection = sess.ConnectionID
+				// RFC 9207 §2.4 covers error responses too: one that did
+				// not come from the session's provider is not repeated.
+				if ierr := conn.CheckErrorResponseIssuer(r.Context(), sess, q.Get("iss"), q.Has("iss")); ierr != nil {
+					s.connectFailed(w, r, ierr)
+					return
+				}
 			}
 		}
 		code := publicCode(e)
@@ -163,7 +186,9 @@ func (s *Server) connectCallback(w http.ResponseWriter, r *http.Request) {
 			"The provider's answer has no state parameter, so it cannot be matched to a connect link.")
 		return
 	}
-	res, err := conn.CompleteConnect(r.Context(), state, q.Get("code"), s.publicURL+callbackPath)
+	res, err := conn.CompleteConnectResponse(r.Context(), broker.AuthorizationResponse{
+		State: state, Code: q.Get("code"), Iss: q.Get("iss"), IssPresent: q.Has("iss"),
+	}, s.publicURL+callbackPath)
 	if res.Session.ConnectionID != "" {
 		info(r.Context()).connection = res.Session.ConnectionID
 	}
@@ -208,6 +233,9 @@ func (s *Server) connectFailed(w http.ResponseWriter, r *http.Request, err error
 	case errors.Is(err, broker.ErrConnectSessionExpired):
 		s.page(w, r, http.StatusGone, "expired", "Link expired",
 			"This connect link has expired. Ask for a new one.")
+	case errors.Is(err, oauth.ErrIssuerMismatch):
+		s.page(w, r, http.StatusBadRequest, "issuer_mismatch", "Answer from the wrong server",
+			"The sign-in answer did not come from this connection's provider, so it was not used and nothing was saved. Ask for a new link to try again.")
 	case errors.Is(err, broker.ErrProviderMismatch):
 		s.page(w, r, http.StatusConflict, codeAlreadyExists, "Connection belongs to another provider",
 			"A connection with this id exists for another provider, so nothing was changed.")

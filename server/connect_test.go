@@ -39,10 +39,22 @@ func (a *appSite) queries() []url.Values {
 
 func newConnectHarness(t *testing.T) *connectHarness {
 	t.Helper()
+	return newConnectHarnessWith(t, harnessOptions{})
+}
+
+func newConnectHarnessWith(t *testing.T, ho harnessOptions) *connectHarness {
+	t.Helper()
 	var handler http.Handler
 	pub := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
 	public := "http://" + pub.Listener.Addr().String()
-	h := newHarness(t, harnessOptions{server: func(o *Options) { o.PublicURL = public + "/" }})
+	more := ho.server
+	ho.server = func(o *Options) {
+		o.PublicURL = public + "/"
+		if more != nil {
+			more(o)
+		}
+	}
+	h := newHarness(t, ho)
 	handler = h.server.Handler()
 	pub.Start()
 	t.Cleanup(pub.Close)

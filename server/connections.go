@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -166,6 +167,12 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, dst any) (ap
 		typeErr *json.UnmarshalTypeError
 	)
 	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// The body took longer than its deadline (limits.go); the
+		// connection cannot be reused.
+		w.Header().Set("Connection", "close")
+		return apiError{status: http.StatusRequestTimeout, code: codeInvalidRequest,
+			message: "the request body was not received in time"}, false
 	case errors.As(err, &maxErr):
 		return apiError{status: http.StatusRequestEntityTooLarge, code: codeInvalidRequest,
 			message: fmt.Sprintf("request body is larger than %d bytes", maxErr.Limit)}, false

@@ -34,14 +34,21 @@
 // Keys are "tbk_" followed by 32 random bytes in base64url
 // ([GenerateAPIKey]); only their SHA-256 is stored ([HashAPIKey]). A
 // presented key is hashed, looked up by hash and compared in constant time.
-// Scope "admin" may call everything; scope "tokens" may read a connection's
-// status, get its token and proxy through it, and gets 403 forbidden on the
-// rest.
+// A key's role says which routes it may call (the route table in
+// server.go): "admin" everything; "tokens" a connection's status, its token
+// and the proxy; "proxy" the status and the proxy, never a raw token;
+// "connect" connect sessions. Other routes answer 403 forbidden. A key may
+// also be limited to connection-id patterns and providers ([KeySpec]); a
+// connection outside them is answered exactly as a missing one (404), on
+// every route (scope.go, docs/security.md).
 //
 // Successful lookups are cached in memory for [Options.KeyCacheTTL]
 // (default 10 seconds, at most 1024 keys), so the token and proxy routes do
-// not query the database on every call. The price: a revoked key keeps
-// working on a running server for up to that long.
+// not query the database on every call. [Server.ForgetKeys] drops the
+// cache; the app calls it when PostgreSQL announces a revocation.
+//
+// Every token hand-out, proxied call, refresh, import, delete and connect
+// is passed to [Options.Audit] (audit.go), which must not block.
 //
 // # Proxy
 //

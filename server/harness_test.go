@@ -193,6 +193,9 @@ type harnessOptions struct {
 	noCache bool
 	// quiet sends the logs nowhere (fuzzing runs long).
 	quiet bool
+	// issuer configures the acme provider with the authorization server's
+	// issuer (for RFC 9207 checks) besides its explicit endpoints.
+	issuer bool
 }
 
 // Provider names of the harness.
@@ -234,8 +237,13 @@ func newHarness(t testing.TB, ho harnessOptions) *harness {
 	}))
 	t.Cleanup(failingRevoke.Close)
 
+	issuer := ""
+	if ho.issuer {
+		issuer = h.authz.Issuer
+	}
 	endpoint := func(revocationURL string) *oauth.Endpoint {
 		e, err := oauth.NewEndpoint(oauth.Config{
+			Issuer:           issuer,
 			ClientID:         h.authz.ClientID,
 			ClientSecret:     h.authz.ClientSecret,
 			TokenURL:         h.authz.TokenURL(),
@@ -281,9 +289,10 @@ func newHarness(t testing.TB, ho harnessOptions) *harness {
 			provFlaky:  {BaseURL: base},
 			provNoDflt: {BaseURL: base},
 		},
-		Ready:  st.Ping,
-		Logger: log,
-		Now:    h.clock.Now,
+		Ready:    st.Ping,
+		Logger:   log,
+		Now:      h.clock.Now,
+		KeyAdmin: st,
 	}
 	if ho.noCache {
 		opts.KeyCacheTTL = -1
@@ -304,6 +313,20 @@ func newHarness(t testing.TB, ho harnessOptions) *harness {
 	// Whatever a test did, no secret it knew of may be in the log.
 	t.Cleanup(func() { h.assertNoSecretsLogged() })
 	return h
+}
+
+// newScopedKey stores a key of spec and returns its secret.
+func (h *harness) newScopedKey(spec KeySpec) string {
+	h.t.Helper()
+	secret, key, err := NewAPIKey(spec, h.clock.Now())
+	if err != nil {
+		h.t.Fatalf("NewAPIKey: %v", err)
+	}
+	if err := h.store.CreateAPIKey(h.t.Context(), key); err != nil {
+		h.t.Fatalf("CreateAPIKey: %v", err)
+	}
+	h.tokens.add(secret)
+	return secret
 }
 
 func (h *harness) newKey(scope string) string {

@@ -83,6 +83,10 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 			IgnoreInvalidToken:    true,
 			PassInsufficientScope: true,
 		},
+		ModifyResponse: func(resp *http.Response) error {
+			filterResponseHeaders(resp.Header, target.allow)
+			return nil
+		},
 		ErrorHandler: s.proxyError,
 		ErrorLog:     s.proxyLog,
 	}

@@ -49,6 +49,12 @@ type ProxyTarget struct {
 	// RefreshOn lists the statuses after which the token is refreshed and
 	// the call replayed once; nil means {401}.
 	RefreshOn []int
+	// AllowResponseHeaders are provider response headers passed to the
+	// caller although the proxy drops them by default (Set-Cookie, CORS;
+	// see proxy_filter.go), canonical or not.
+	AllowResponseHeaders []string
+
+	allow map[string]bool // AllowResponseHeaders, canonical
 }
 
 // Options configures a [Server]. Broker and Keys are required; zero values
@@ -89,6 +95,16 @@ type Options struct {
 	// authenticates by its own session cookie, not by API key. Nil: /ui/
 	// answers 404.
 	UI http.Handler
+	// Audit receives an entry for every token hand-out, proxied call,
+	// refresh, import, delete and connect (audit.go); it must not block.
+	// Nil records nothing.
+	Audit Auditor
+	// AuditReader serves GET /v1/audit. Nil: the route answers 404.
+	AuditReader AuditReader
+	// KeyAdmin serves /v1/api-keys. Nil: those routes answer 404.
+	KeyAdmin KeyAdmin
+	// Limits bound how long request bodies may take (limits.go).
+	Limits Limits
 	// PublicURL is the base URL people's browsers reach tokenbroker at
 	// (config public_url): connect links and the OAuth callback
 	// (PublicURL + "/v1/connect/callback") are built from it, never from
@@ -146,6 +162,10 @@ type Server struct {
 	metricsHandler http.Handler
 	ui             http.Handler
 	publicURL      string // no trailing slash; see connect.go
+	audit          Auditor
+	auditReader    AuditReader
+	keyAdmin       KeyAdmin
+	limits         Limits
 
 	mux     *http.ServeMux
 	handler http.Handler
@@ -172,6 +192,13 @@ func New(opts Options) (*Server, error) {
 		log:            opts.Logger,
 		now:            opts.Now,
 		ui:             opts.UI,
+		audit:          opts.Audit,
+		auditReader:    opts.AuditReader,
+		keyAdmin:       opts.KeyAdmin,
+		limits:         opts.Limits.withDefaults(),
+	}
+	if s.audit == nil {
+		s.audit = noAudit{}
 	}
 	if err := s.setPublicURL(opts.PublicURL); err != nil {
 		return nil, err
@@ -189,6 +216,7 @@ func New(opts Options) (*Server, error) {
 			}
 		}
 		t.RefreshOn = append([]int(nil), t.RefreshOn...)
+		t.allow = allowSet(t.AllowResponseHeaders)
 		s.targets[name] = t
 	}
 	if s.proxyTransport == nil {
@@ -229,15 +257,43 @@ func New(opts Options) (*Server, error) {
 // Handler returns the HTTP handler serving every route.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// access says who may call a route.
-type access int
+// access says who may call a route: nobody's key (public), a session
+// cookie (the dashboard), or API keys of the roles whose bits are set.
+type access uint8
 
 const (
-	accessPublic  access = iota // no API key
-	accessAdmin                 // admin keys only
-	accessTokens                // admin and tokens keys
-	accessSession               // no API key: the handler checks its own session cookie
+	accessPublic access = 0 // no API key
+
+	allowAdmin   access = 1 << iota // admin keys
+	allowTokens                     // tokens keys
+	allowProxy                      // proxy keys
+	allowConnect                    // connect keys
+
+	accessSession access = 1 << 7 // no API key: the handler checks its own session cookie
+
+	accessAdmin = allowAdmin
+	// accessStatus may read a connection's status and call through it:
+	// everyone but connect keys.
+	accessStatus = allowAdmin | allowTokens | allowProxy
+	// accessTokens may read raw tokens: never proxy keys.
+	accessTokens  = allowAdmin | allowTokens
+	accessConnect = allowAdmin | allowConnect
 )
+
+// roleAccess is the bit of a key's role.
+func roleAccess(role string) access {
+	switch role {
+	case ScopeAdmin:
+		return allowAdmin
+	case ScopeTokens:
+		return allowTokens
+	case ScopeProxy:
+		return allowProxy
+	case ScopeConnect:
+		return allowConnect
+	}
+	return 0
+}
 
 // route is one entry of the route table. Every route is registered from
 // [routes], so a test can walk them all.
@@ -245,6 +301,9 @@ type route struct {
 	pattern string // http.ServeMux pattern
 	access  access
 	handle  func(s *Server, w http.ResponseWriter, r *http.Request)
+	// audit is the action recorded in the audit log for every answer of
+	// this route (audit.go); "" records nothing.
+	audit string
 }
 
 // Patterns of the routes whose answers have their own metrics.
@@ -255,28 +314,34 @@ const (
 
 func routes() []route {
 	return []route{
-		{"POST /v1/connections", accessAdmin, (*Server).importConnection},
-		{"GET /v1/connections", accessAdmin, (*Server).listConnections},
-		{"GET /v1/connections/{id}", accessTokens, (*Server).getConnection},
-		{patternToken, accessTokens, (*Server).getToken},
-		{"POST /v1/connections/{id}/token", accessTokens, (*Server).reportStale}, // stale.go
-		{"POST /v1/connections/{id}/refresh", accessAdmin, (*Server).refreshConnection},
-		{"PUT /v1/connections/{id}", accessAdmin, (*Server).reimportConnection},
-		{"DELETE /v1/connections/{id}", accessAdmin, (*Server).deleteConnection},
-		{patternProxy, accessTokens, (*Server).proxy},
-		{"GET /healthz", accessPublic, (*Server).healthz},
-		{"GET /readyz", accessPublic, (*Server).readyz},
-		{"GET /metrics", accessAdmin, (*Server).serveMetrics},
-		{"/ui/", accessSession, (*Server).dashboard},
+		{"POST /v1/connections", accessAdmin, (*Server).importConnection, ActionImport},
+		{"GET /v1/connections", accessAdmin, (*Server).listConnections, ""},
+		{"GET /v1/connections/{id}", accessStatus, (*Server).getConnection, ""},
+		{patternToken, accessTokens, (*Server).getToken, ActionTokenRead},
+		// A stale report hands out a (new) token too: recorded as a read.
+		{"POST /v1/connections/{id}/token", accessTokens, (*Server).reportStale, ActionTokenRead}, // stale.go
+		{"POST /v1/connections/{id}/refresh", accessAdmin, (*Server).refreshConnection, ActionRefresh},
+		{"PUT /v1/connections/{id}", accessAdmin, (*Server).reimportConnection, ActionReimport},
+		{"DELETE /v1/connections/{id}", accessAdmin, (*Server).deleteConnection, ActionDelete},
+		{patternProxy, accessStatus, (*Server).proxy, ActionProxy},
+		{"GET /healthz", accessPublic, (*Server).healthz, ""},
+		{"GET /readyz", accessPublic, (*Server).readyz, ""},
+		{"GET /metrics", accessAdmin, (*Server).serveMetrics, ""},
+		{"/ui/", accessSession, (*Server).dashboard, ""},
 		// The connect flow (connect.go). The two GET routes are opened by
 		// the person granting access, who has no API key: the session id
 		// and the state are the capabilities.
-		{"POST /v1/connect-sessions", accessAdmin, (*Server).createConnectSession},
-		{"GET /v1/connect/{session}", accessPublic, (*Server).connectStart},
-		{"GET /v1/connect/callback", accessPublic, (*Server).connectCallback},
+		{"POST /v1/connect-sessions", accessConnect, (*Server).createConnectSession, ActionConnectSession},
+		{"GET /v1/connect/{session}", accessPublic, (*Server).connectStart, ""},
+		{"GET /v1/connect/callback", accessPublic, (*Server).connectCallback, ActionConnect},
 		// Public: it describes the API and holds no secrets, and tools
 		// (code generators, API explorers) fetch it without a key.
-		{"GET /v1/openapi.json", accessPublic, (*Server).openAPI},
+		{"GET /v1/openapi.json", accessPublic, (*Server).openAPI, ""},
+		{"GET /v1/audit", accessAdmin, (*Server).listAudit, ""},
+		// Key management (apikeys.go).
+		{"POST /v1/api-keys", accessAdmin, (*Server).createAPIKey, ActionKeyCreate},
+		{"GET /v1/api-keys", accessAdmin, (*Server).listAPIKeys, ""},
+		{"DELETE /v1/api-keys/{key}", accessAdmin, (*Server).revokeAPIKey, ActionKeyRevoke},
 	}
 }
 
@@ -286,8 +351,14 @@ type requestInfo struct {
 	pattern    string
 	connection string
 	key        string
+	keyName    string
 	admin      bool
 	errCode    string
+	// apiKey is the authenticated key, for scope checks in handlers.
+	apiKey store.APIKey
+	// audit is the route's audit action; auditDetail adds to it.
+	audit       string
+	auditDetail string
 }
 
 type requestInfoKey struct{}
@@ -306,6 +377,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	ri := &requestInfo{}
 	r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, ri))
 	rec := &recorder{ResponseWriter: w}
+	// Until a key is recognised, a body gets the short deadline of
+	// unauthenticated routes (limits.go).
+	r = s.startBodyDeadline(rec, r)
 
 	defer func() {
 		v := recover()
@@ -350,6 +424,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 		s.observe(ri, status)
+		s.recordAudit(ri, r.Method, status)
 		if abort {
 			panic(http.ErrAbortHandler)
 		}
@@ -392,17 +467,31 @@ func (s *Server) route(rt route) http.Handler {
 				ri.connection = "(invalid)"
 			}
 		}
+		ri.audit = rt.audit
 		if rt.access != accessPublic && rt.access != accessSession {
 			key, err := s.authenticate(r)
 			if err != nil {
+				// Nothing of the body is read: the connection closes after
+				// the answer instead of draining what a stranger sends.
+				s.abandonBody(w, r)
 				s.fail(w, r, err)
 				return
 			}
-			ri.key, ri.admin = key.ID, key.Scope == ScopeAdmin
-			if rt.access == accessAdmin && !ri.admin {
+			ri.key, ri.keyName, ri.admin, ri.apiKey = key.ID, key.Name, key.Scope == ScopeAdmin, key
+			s.extendReadDeadline(r)
+			if rt.access&roleAccess(key.Scope) == 0 {
+				s.abandonBody(w, r)
 				s.writeError(w, r, apiError{status: http.StatusForbidden, code: codeForbidden,
 					message: "this API key's scope does not allow this route"})
 				return
+			}
+			// One rule for every route with a connection in its path: a
+			// connection outside the key's scope is answered as missing.
+			if id := r.PathValue("id"); id != "" {
+				if err := s.checkScope(r.Context(), key, id); err != nil {
+					s.fail(w, r, err)
+					return
+				}
 			}
 		}
 		rt.handle(s, w, r)

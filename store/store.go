@@ -156,12 +156,18 @@ type Page struct {
 
 // APIKey is a stored API key. Only the hash of the secret is kept.
 type APIKey struct {
-	ID        string
-	Name      string
-	Scope     string // "admin" or "tokens"
-	Hash      []byte // SHA-256 of the secret
-	CreatedAt time.Time
-	RevokedAt time.Time // zero while the key is usable
+	ID    string
+	Name  string
+	Scope string // the role: "admin", "tokens", "proxy" or "connect"
+	Hash  []byte // SHA-256 of the secret
+	// Connections and Providers narrow the connections the key may touch
+	// (docs/security.md): a connection is in scope when its id matches one
+	// of Connections (a pattern with '*' wildcards) and its provider is one
+	// of Providers. An empty list does not narrow.
+	Connections []string
+	Providers   []string
+	CreatedAt   time.Time
+	RevokedAt   time.Time // zero while the key is usable
 }
 
 // Store keeps connections and API keys. Every method takes a context first
@@ -238,6 +244,8 @@ type Backend interface {
 	Outbox
 	ConnectionCounter
 	SealedKeys
+	AuditLog // audit.go
+	Sessions // sessions.go
 }
 
 // SealedKeys tells which encryption keys the stored data needs, so that a

@@ -56,7 +56,8 @@ func proxyOperations() map[string]op {
 func operations() []op {
 	ops := []op{opCreateConnection, opListConnections, opGetConnection, opPutConnection, opDeleteConnection,
 		opGetToken, opReportStale, opRefreshConnection, opCreateConnectSess, opConnectStart, opConnectCallback,
-		opOpenAPI, opMetrics, opHealthz, opReadyz}
+		opOpenAPI, opMetrics, opHealthz, opReadyz,
+		opListAudit, opCreateAPIKey, opListAPIKeys, opRevokeAPIKey}
 	for _, m := range proxyMethods {
 		ops = append(ops, proxyOps[m])
 	}

@@ -38,16 +38,16 @@ func openStore(ctx context.Context, cfgPath string) (store.Backend, error) {
 }
 
 func newAPIKeyCmd(c *cli) *cobra.Command {
-	var name, scope string
+	var name, scope, connections, providers string
 	create := &cobra.Command{
-		Use:   "create --name NAME [--scope admin|tokens]",
+		Use:   "create --name NAME [--scope admin|tokens|proxy|connect] [--connections PATTERN,…] [--providers NAME,…]",
 		Short: "create an API key; prints the key once, alone on stdout",
 		Args:  exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if strings.TrimSpace(name) == "" {
 				return usageErr("apikey create: --name is required")
 			}
-			secret, key, err := server.GenerateAPIKey(name, scope, time.Now().UTC())
+			secret, key, err := server.NewAPIKey(keySpec(name, scope, connections, providers), time.Now().UTC())
 			if err != nil {
 				return usageErr("apikey create: %v", err)
 			}
@@ -59,8 +59,12 @@ func newAPIKeyCmd(c *cli) *cobra.Command {
 			if err := st.CreateAPIKey(cmd.Context(), key); err != nil {
 				return err
 			}
+			if err := auditKeyChange(cmd.Context(), st, "apikey.create", key); err != nil {
+				fmt.Fprintf(c.stderr, "warning: the key was created but could not be recorded in the audit trail: %v\n", err)
+			}
 			if c.asJSON() {
-				return writeValue(c.stdout, map[string]string{"id": key.ID, "name": key.Name, "scope": key.Scope, "key": secret})
+				return writeValue(c.stdout, map[string]any{"id": key.ID, "name": key.Name, "scope": key.Scope,
+					"connections": nonNil(key.Connections), "providers": nonNil(key.Providers), "key": secret})
 			}
 			// The key alone on stdout, so scripts can capture it.
 			fmt.Fprintln(c.stdout, secret)
@@ -69,8 +73,10 @@ func newAPIKeyCmd(c *cli) *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&name, "name", "", "a name that says who uses the key (required)")
-	create.Flags().StringVar(&scope, "scope", "tokens", "admin (everything) or tokens (token, proxy and status only)")
-	_ = create.RegisterFlagCompletionFunc("scope", cobra.FixedCompletions([]string{"admin", "tokens"}, cobra.ShellCompDirectiveNoFileComp))
+	create.Flags().StringVar(&scope, "scope", "tokens", roleHelp)
+	create.Flags().StringVar(&connections, "connections", "", connectionsHelp)
+	create.Flags().StringVar(&providers, "providers", "", providersHelp)
+	_ = create.RegisterFlagCompletionFunc("scope", cobra.FixedCompletions(server.Roles, cobra.ShellCompDirectiveNoFileComp))
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -88,15 +94,17 @@ func newAPIKeyCmd(c *cli) *cobra.Command {
 			}
 			if c.asJSON() {
 				type row struct {
-					ID        string     `json:"id"`
-					Name      string     `json:"name"`
-					Scope     string     `json:"scope"`
-					CreatedAt time.Time  `json:"created_at"`
-					RevokedAt *time.Time `json:"revoked_at,omitempty"`
+					ID          string     `json:"id"`
+					Name        string     `json:"name"`
+					Scope       string     `json:"scope"`
+					Connections []string   `json:"connections"`
+					Providers   []string   `json:"providers"`
+					CreatedAt   time.Time  `json:"created_at"`
+					RevokedAt   *time.Time `json:"revoked_at,omitempty"`
 				}
 				rows := make([]row, 0, len(keys))
 				for _, k := range keys {
-					r := row{ID: k.ID, Name: k.Name, Scope: k.Scope, CreatedAt: k.CreatedAt.UTC()}
+					r := row{ID: k.ID, Name: k.Name, Scope: k.Scope, Connections: nonNil(k.Connections), Providers: nonNil(k.Providers), CreatedAt: k.CreatedAt.UTC()}
 					if !k.RevokedAt.IsZero() {
 						t := k.RevokedAt.UTC()
 						r.RevokedAt = &t
@@ -106,13 +114,13 @@ func newAPIKeyCmd(c *cli) *cobra.Command {
 				return writeValue(c.stdout, map[string]any{"api_keys": rows})
 			}
 			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tSCOPE\tCREATED\tREVOKED")
+			fmt.Fprintln(tw, "ID\tNAME\tSCOPE\tCONNECTIONS\tCREATED\tREVOKED")
 			for _, k := range keys {
 				revoked := "-"
 				if !k.RevokedAt.IsZero() {
 					revoked = k.RevokedAt.UTC().Format(time.RFC3339)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Scope, k.CreatedAt.UTC().Format(time.RFC3339), revoked)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Scope, scopeText(k), k.CreatedAt.UTC().Format(time.RFC3339), revoked)
 			}
 			return tw.Flush()
 		},
@@ -128,8 +136,8 @@ func newAPIKeyCmd(c *cli) *cobra.Command {
 				return err
 			}
 			defer st.Close()
-			if err := st.RevokeAPIKey(cmd.Context(), args[0]); err != nil {
-				return fmt.Errorf("apikey revoke %s: %w", args[0], err)
+			if err := revokeKey(cmd.Context(), st, args[0]); err != nil {
+				return err
 			}
 			fmt.Fprintf(c.stderr, "revoked API key %s\n", args[0])
 			return nil
@@ -194,4 +202,12 @@ func keysRun(ctx context.Context, c *cli, sub string) error {
 	fmt.Fprintf(c.stdout, "primary key %s; re-encrypted %d connections\n", id, n)
 	fmt.Fprintln(c.stderr, "running servers seal under the new key from their next write on, and reload the key file within 2s when idle")
 	return nil
+}
+
+// nonNil shows an empty scope list as [] rather than null.
+func nonNil(v []string) []string {
+	if v == nil {
+		return []string{}
+	}
+	return v
 }

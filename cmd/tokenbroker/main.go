@@ -3,6 +3,7 @@
 //	tokenbroker serve [--config FILE] [--listen ADDR] [--database DSN] [--migrate=false] [--demo]
 //	tokenbroker migrate up|status
 //	tokenbroker apikey create|list|revoke
+//	tokenbroker audit [--connection ID] [--actor NAME] [--action ACTION] [--since 24h]
 //	tokenbroker keys rotate|reseal
 //	tokenbroker connections list|get|import|refresh|delete|connect-link
 //	tokenbroker providers list|check

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/tokenbroker/tokenbroker/audit"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/metrics"
@@ -81,7 +82,11 @@ type App struct {
 	// global default registry.
 	Registry *prometheus.Registry
 	Metrics  *metrics.Metrics
-	log      *slog.Logger
+	// Audit records the audit trail while the app serves; nil when
+	// disabled in the config.
+	Audit       *audit.Recorder
+	auditStream io.Closer
+	log         *slog.Logger
 
 	// draining is set when shutdown starts: /readyz fails from then on.
 	draining atomic.Bool
@@ -163,6 +168,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		log.Info("created a new encryption key file; back it up: without it stored tokens cannot be read", "path", cfg.EncryptionKeysFile)
 	}
 	a := &App{Config: cfg, Store: st, Keys: keys, Catalog: catalog, log: log, tp: opts.TracerProvider}
+	if a.Audit, a.auditStream, err = newAudit(cfg, st, log, now); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if err := a.newMetrics(now); err != nil {
 		st.Close()
 		return nil, err
@@ -225,7 +234,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 				st.Close()
 				return nil, fmt.Errorf("providers[%s].api_base_url: %w", name, err)
 			}
-			targets[name] = server.ProxyTarget{BaseURL: u, RefreshOn: p.RefreshOn}
+			targets[name] = server.ProxyTarget{BaseURL: u, RefreshOn: p.RefreshOn, AllowResponseHeaders: allowHeaders(cfg, name)}
 		}
 	}
 
@@ -248,6 +257,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		// The dispatcher is built after the broker; events reach it once it
 		// exists and wake it at once instead of at its next poll.
 		Events: eventSinkFunc(func(ctx context.Context, e broker.Event) {
+			a.auditEvent(e)
 			if a.Webhooks != nil {
 				a.Webhooks.Emit(ctx, e)
 			}
@@ -286,6 +296,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		Now:            now,
 		Metrics:        a.Metrics,
 		MetricsHandler: metrics.Handler(a.Registry, log),
+		Audit:          a.auditor(),
+		AuditReader:    st,
+		KeyAdmin:       st,
+		Limits: server.Limits{
+			BodyTimeout:       cfg.Security.BodyTimeout,
+			PublicBodyTimeout: cfg.Security.PublicBodyTimeout,
+		},
 	})
 	if err != nil {
 		st.Close()
@@ -366,6 +383,21 @@ func newDashboard(a *App, cfg *config.Config, log *slog.Logger, now func() time.
 		Now:         now,
 		Events:      eventHistory{a.Store},
 		Counter:     statusCounts{a.Store},
+		// Behind a TLS-terminating proxy the request looks like http: the
+		// public URL says what the browser uses.
+		SecureCookies:       cfg.SecureCookies(),
+		TrustForwardedProto: cfg.Security.TrustForwardedProto,
+		Audit:               a.uiAuditor(),
+		AuditReader:         a.Store,
+		KeyAdmin:            a.Store,
+		MakeKey:             makeKey,
+		// A key revoked on the dashboard stops working on this server's
+		// API at once, not when its cache entry expires.
+		KeyRevoked: func() {
+			if a.Server != nil {
+				a.Server.ForgetKeys()
+			}
+		},
 	}
 	if cfg.PublicURL != "" {
 		opts.Reconnect = reconnectLinks{broker: a.Broker, publicURL: strings.TrimRight(cfg.PublicURL, "/")}
@@ -427,8 +459,13 @@ type eventSinkFunc func(ctx context.Context, e broker.Event)
 
 func (f eventSinkFunc) Emit(ctx context.Context, e broker.Event) { f(ctx, e) }
 
-// Close releases the store.
-func (a *App) Close() error { return a.Store.Close() }
+// Close releases the store and the audit stream.
+func (a *App) Close() error {
+	if a.auditStream != nil {
+		a.auditStream.Close()
+	}
+	return a.Store.Close()
+}
 
 // BootstrapAPIKey creates an admin key when the store has none and writes
 // it, once, to out. Returns whether a key was created.

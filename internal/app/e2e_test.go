@@ -85,6 +85,12 @@ func (s *syncBuffer) String() string {
 
 func newE2E(t *testing.T) *e2e {
 	t.Helper()
+	return newE2EWith(t, "")
+}
+
+// newE2EWith is newE2E with more top-level configuration appended.
+func newE2EWith(t *testing.T, extra string) *e2e {
+	t.Helper()
 	e := &e2e{t: t, dir: t.TempDir(), clock: &fakeclock.Offset{}, api: &upstream{stale: map[string]bool{}}, logs: &syncBuffer{}}
 	e.authz = authztest.New(t, authztest.Options{AccessTokenLifespan: time.Hour})
 	apiSrv := httptest.NewServer(e.api)
@@ -105,7 +111,7 @@ providers:
     api_base_url: %[6]s/api
     refresh_on: [401]
     refresh_window: 5m
-`, e.dir, e.authz.TokenURL(), e.authz.IntrospectionURL(), e.authz.RevocationURL(), e.authz.ClientID, apiSrv.URL)
+`, e.dir, e.authz.TokenURL(), e.authz.IntrospectionURL(), e.authz.RevocationURL(), e.authz.ClientID, apiSrv.URL) + extra
 	e.cfgPath = filepath.Join(e.dir, "tokenbroker.yaml")
 	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

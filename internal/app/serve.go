@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/server"
 )
 
 // errDraining is what /readyz reports once shutdown has started.
@@ -74,12 +76,33 @@ func (a *App) ServeGraceful(ctx context.Context, ln net.Listener, opts ServeOpti
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
+	// Body deadlines are set per request by the server (docs/security.md);
+	// the cap keeps a flood from using up the file descriptors.
+	tlsCfg, terr := a.tlsConfig()
+	if terr != nil {
+		return terr
+	}
+	srv.TLSConfig = tlsCfg
+	ln = server.LimitListener(ln, a.maxConnections())
 	followCtx, stopFollowing := context.WithCancel(context.Background())
 	defer stopFollowing()
 	go a.Broker.FollowChanges(followCtx)
 	go a.Keys.Watch(followCtx, KeyFileWatchInterval)
+	go a.followKeys(followCtx)
+	if a.Audit != nil {
+		// Stopped last (deferred first), so entries of the final requests
+		// are written.
+		auditDone := make(chan struct{})
+		auditCtx, stopAudit := context.WithCancel(context.Background())
+		go func() {
+			defer close(auditDone)
+			a.Audit.Run(auditCtx)
+		}()
+		defer func() { stopAudit(); <-auditDone }()
+	}
 	if a.Scheduler != nil {
 		// The scheduler stops with the server; refreshes it started finish
 		// (bounded by the refresh timeout) before ServeGraceful returns.
@@ -103,7 +126,13 @@ func (a *App) ServeGraceful(ctx context.Context, ln net.Listener, opts ServeOpti
 		defer func() { stopHooks(); <-hooksDone }()
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if srv.TLSConfig != nil {
+			errc <- srv.ServeTLS(ln, "", "") // the certificate comes from TLSConfig
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	a.log.Info("tokenbroker listening", "addr", ln.Addr().String(), "database", redactDSN(a.Config.Database))
 	if opts.Ready != nil {
 		opts.Ready <- ln.Addr()

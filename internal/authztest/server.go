@@ -71,6 +71,9 @@ type Options struct {
 	// token and revocation endpoints accept: [AuthMethodBasic] or
 	// [AuthMethodPost]. Empty means both.
 	TokenEndpointAuthMethod string
+	// ResponseIssuer adds iss to authorization responses and advertises
+	// authorization_response_iss_parameter_supported (RFC 9207).
+	ResponseIssuer bool
 }
 
 func (o *Options) setDefaults() error {
@@ -388,6 +391,10 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.provider.WriteAuthorizeError(ctx, w, ar, err)
 		return
 	}
+	if s.opts.ResponseIssuer {
+		// RFC 9207 §2: the issuer identifies the server that answered.
+		resp.AddParameter("iss", s.Issuer)
+	}
 	s.provider.WriteAuthorizeResponse(ctx, w, ar, resp)
 }
 
@@ -500,18 +507,19 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) {
 
 // metadata is the authorization server metadata document (RFC 8414 §2).
 type metadata struct {
-	Issuer                                    string   `json:"issuer"`
-	AuthorizationEndpoint                     string   `json:"authorization_endpoint"`
-	TokenEndpoint                             string   `json:"token_endpoint"`
-	IntrospectionEndpoint                     string   `json:"introspection_endpoint"`
-	RevocationEndpoint                        string   `json:"revocation_endpoint"`
-	ScopesSupported                           []string `json:"scopes_supported"`
-	ResponseTypesSupported                    []string `json:"response_types_supported"`
-	GrantTypesSupported                       []string `json:"grant_types_supported"`
-	CodeChallengeMethodsSupported             []string `json:"code_challenge_methods_supported"`
-	TokenEndpointAuthMethodsSupported         []string `json:"token_endpoint_auth_methods_supported"`
-	IntrospectionEndpointAuthMethodsSupported []string `json:"introspection_endpoint_auth_methods_supported"`
-	RevocationEndpointAuthMethodsSupported    []string `json:"revocation_endpoint_auth_methods_supported"`
+	Issuer                                     string   `json:"issuer"`
+	AuthorizationEndpoint                      string   `json:"authorization_endpoint"`
+	TokenEndpoint                              string   `json:"token_endpoint"`
+	IntrospectionEndpoint                      string   `json:"introspection_endpoint"`
+	RevocationEndpoint                         string   `json:"revocation_endpoint"`
+	ScopesSupported                            []string `json:"scopes_supported"`
+	ResponseTypesSupported                     []string `json:"response_types_supported"`
+	GrantTypesSupported                        []string `json:"grant_types_supported"`
+	CodeChallengeMethodsSupported              []string `json:"code_challenge_methods_supported"`
+	TokenEndpointAuthMethodsSupported          []string `json:"token_endpoint_auth_methods_supported"`
+	IntrospectionEndpointAuthMethodsSupported  []string `json:"introspection_endpoint_auth_methods_supported"`
+	RevocationEndpointAuthMethodsSupported     []string `json:"revocation_endpoint_auth_methods_supported"`
+	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported,omitempty"`
 }
 
 // handleMetadata serves RFC 8414 metadata. The OpenID Connect discovery path
@@ -523,18 +531,19 @@ func (s *Server) handleMetadata(w http.ResponseWriter, _ *http.Request) {
 		methods = []string{m}
 	}
 	md := metadata{
-		Issuer:                                    s.Issuer,
-		AuthorizationEndpoint:                     s.AuthorizeURL(),
-		TokenEndpoint:                             s.TokenURL(),
-		IntrospectionEndpoint:                     s.IntrospectionURL(),
-		RevocationEndpoint:                        s.RevocationURL(),
-		ScopesSupported:                           s.opts.Scopes,
-		ResponseTypesSupported:                    []string{"code"},
-		GrantTypesSupported:                       []string{"authorization_code", "refresh_token", "client_credentials"},
-		CodeChallengeMethodsSupported:             []string{"S256"},
-		TokenEndpointAuthMethodsSupported:         methods,
-		IntrospectionEndpointAuthMethodsSupported: []string{AuthMethodBasic, AuthMethodPost},
-		RevocationEndpointAuthMethodsSupported:    methods,
+		Issuer:                                     s.Issuer,
+		AuthorizationEndpoint:                      s.AuthorizeURL(),
+		TokenEndpoint:                              s.TokenURL(),
+		IntrospectionEndpoint:                      s.IntrospectionURL(),
+		RevocationEndpoint:                         s.RevocationURL(),
+		ScopesSupported:                            s.opts.Scopes,
+		ResponseTypesSupported:                     []string{"code"},
+		GrantTypesSupported:                        []string{"authorization_code", "refresh_token", "client_credentials"},
+		CodeChallengeMethodsSupported:              []string{"S256"},
+		TokenEndpointAuthMethodsSupported:          methods,
+		IntrospectionEndpointAuthMethodsSupported:  []string{AuthMethodBasic, AuthMethodPost},
+		RevocationEndpointAuthMethodsSupported:     methods,
+		AuthorizationResponseIssParameterSupported: s.opts.ResponseIssuer,
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(md)

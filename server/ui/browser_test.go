@@ -307,6 +307,35 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("reconnect link %q (%v), want one under https://tb.example/v1/connect/", link, err)
 	}
 	shot("ui-detail-reauth-dark.png")
+
+	// An API key for a service that only calls the API, limited to team a.
+	do("keys page", chromedp.Navigate(b.base+"/ui/keys"), chromedp.WaitVisible(chromedp.ID("keys")))
+	do("create a proxy key",
+		chromedp.SendKeys(chromedp.ID("k-name"), "billing-browser"),
+		chromedp.SendKeys(chromedp.ID("k-conns"), "team-a-*"),
+		chromedp.Click(chromedp.ID("create-key")),
+		chromedp.WaitVisible(chromedp.ID("new-key-secret")),
+	)
+	secret := text("#new-key-secret")
+	if !strings.HasPrefix(secret, "tbk_") {
+		t.Fatalf("the new key is not shown: %q", secret)
+	}
+	b.secrets = append(b.secrets, secret)
+	keys, err := b.a.Store.ListAPIKeys(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, k := range keys {
+		if k.Name == "billing-browser" {
+			found = k.Scope == "proxy" && len(k.Connections) == 1 && k.Connections[0] == "team-a-*"
+		}
+	}
+	if !found {
+		t.Errorf("the key made in the browser is not a proxy key for team-a-*: %+v", keys)
+	}
+	do("keys list", chromedp.Navigate(b.base+"/ui/keys"), chromedp.WaitVisible(chromedp.ID("keys")))
+	shot("ui-keys.png")
 }
 
 // TestBrowserPhoneWidth opens the dashboard on a 390px-wide phone screen:

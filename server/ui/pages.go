@@ -96,6 +96,7 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 	k, err := h.checkAPIKey(r, r.PostFormValue("api_key"))
 	var refused *errSignin
 	if errors.As(err, &refused) {
+		h.record(r, "", "dashboard.signin", "", "refused")
 		h.signinPage(w, r, refused.status, refused.msg)
 		return
 	}
@@ -105,15 +106,16 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exp := h.now().Add(h.ttl)
-	value, err := h.newSession(k.ID, exp)
+	value, err := h.newSession(r.Context(), k.ID, exp)
 	if err != nil {
 		h.log.ErrorContext(r.Context(), "dashboard session", "error", err)
 		h.renderError(w, r, http.StatusInternalServerError, "The session could not be created.")
 		return
 	}
-	setCookie(w, r, sessionCookie, value, exp, h.ttl)
-	clearCookie(w, r, signinCookie)
+	h.setCookie(w, r, sessionCookie, value, exp, h.ttl)
+	h.clearCookie(w, r, signinCookie)
 	h.log.InfoContext(r.Context(), "dashboard sign-in", "key", k.ID)
+	h.audit.Record(store.AuditEntry{Time: h.now(), Actor: actorPrefix + k.Name, ActorID: k.ID, Action: "dashboard.signin", Outcome: "ok"})
 	next := r.PostFormValue("next")
 	if !safeNext(next) {
 		next = "/ui/"
@@ -121,8 +123,17 @@ func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
+// signout ends the session server-side, so a copy of the cookie stops
+// working too, and clears the cookie.
 func (h *Handler) signout(w http.ResponseWriter, r *http.Request) {
-	clearCookie(w, r, sessionCookie)
+	sess := sessionFrom(r)
+	if err := h.keys.DeleteUISession(r.Context(), sess.id); err != nil {
+		h.log.ErrorContext(r.Context(), "dashboard sign-out", "error", err)
+		h.renderError(w, r, http.StatusServiceUnavailable, "The session could not be ended: the database could not be reached. Try again shortly.")
+		return
+	}
+	h.record(r, "", "dashboard.signout", "", "ok")
+	h.clearCookie(w, r, sessionCookie)
 	http.Redirect(w, r, "/ui/signin", http.StatusSeeOther)
 }
 
@@ -429,6 +440,9 @@ type detailData struct {
 	ReconnectNote string
 	Link          string
 	LinkExpires   when
+	AuditEnabled  bool
+	AuditError    bool
+	Audit         []auditView
 }
 
 type eventView struct {
@@ -514,6 +528,7 @@ func (h *Handler) showDetail(w http.ResponseWriter, r *http.Request, status int,
 			d.Events = append(d.Events, eventView{Type: e.Type, Class: eventClass(e.Type), Code: e.Code, At: h.when(e.At)})
 		}
 	}
+	d.Audit, d.AuditEnabled, d.AuditError = h.connectionAudit(r, c.ID)
 	switch {
 	case h.reconnect == nil:
 		d.ReconnectNote = "Reconnect links are not available in this deployment."
@@ -569,12 +584,14 @@ func (h *Handler) refresh(w http.ResponseWriter, r *http.Request) {
 	_, err := h.broker.RefreshConnection(r.Context(), id, nil)
 	switch {
 	case err == nil:
+		h.record(r, id, "refresh", "", "ok")
 		h.log.InfoContext(r.Context(), "dashboard refresh", "connection", id, "key", sessionFrom(r).KeyID)
 		http.Redirect(w, r, target+"?ok=refreshed", http.StatusSeeOther)
 	case errors.Is(err, store.ErrNotFound):
 		h.renderError(w, r, http.StatusNotFound, "There is no such connection.")
 	default:
 		code := errorCode(err)
+		h.record(r, id, "refresh", "", code)
 		h.log.InfoContext(r.Context(), "dashboard refresh failed", "connection", id, "key", sessionFrom(r).KeyID, "code", code)
 		// The failure record, message included, is on the page redirected
 		// to; only the code travels in the URL.
@@ -650,6 +667,7 @@ func (h *Handler) deleteConnection(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	h.record(r, id, "connection.delete", "", "ok")
 	h.log.InfoContext(r.Context(), "dashboard delete", "connection", id, "key", sessionFrom(r).KeyID)
 	target := "/ui/?ok=deleted&id=" + url.QueryEscape(id)
 	if revokeErr != nil {

@@ -1,11 +1,13 @@
 package ui
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -55,6 +57,15 @@ type session struct {
 	Expires time.Time
 	cookie  string // the cookie value the form tokens are bound to
 	mac     []byte // the ring key that verified it
+	// id names the server-side record (store.UISession): the SHA-256 of
+	// the cookie's nonce.
+	id string
+}
+
+// sessionID is the stored id of a session whose cookie has this nonce.
+func sessionID(nonce string) string {
+	sum := sha256.Sum256([]byte("tokenbroker-ui-session:" + nonce))
+	return hex.EncodeToString(sum[:])
 }
 
 func sessionFrom(r *http.Request) *session {
@@ -116,8 +127,10 @@ func randomString(n int) (string, error) {
 
 // newSession makes the cookie value for a session of key id until exp:
 // "v1.<id>.<expiry unix>.<nonce>.<mac>", id and nonce base64url. The nonce
-// makes every sign-in's cookie, and so its form token, different.
-func (h *Handler) newSession(keyID string, exp time.Time) (string, error) {
+// makes every sign-in's cookie, and so its form token, different, and
+// names the session's server-side record, which is stored here: a cookie
+// is only good while its record exists (docs/security.md).
+func (h *Handler) newSession(ctx context.Context, keyID string, exp time.Time) (string, error) {
 	key, err := h.signingKey()
 	if err != nil {
 		return "", err
@@ -125,6 +138,9 @@ func (h *Handler) newSession(keyID string, exp time.Time) (string, error) {
 	nonce, err := randomString(16)
 	if err != nil {
 		return "", err
+	}
+	if err := h.keys.CreateUISession(ctx, store.UISession{ID: sessionID(nonce), KeyID: keyID, CreatedAt: h.now(), ExpiresAt: exp}); err != nil {
+		return "", fmt.Errorf("ui: store session: %w", err)
 	}
 	payload := "v1." + b64.EncodeToString([]byte(keyID)) + "." + strconv.FormatInt(exp.Unix(), 10) + "." + nonce
 	return payload + "." + b64.EncodeToString(mac(key, labelSession, payload)), nil
@@ -160,7 +176,7 @@ func (h *Handler) parseSession(value string, now time.Time) (*session, bool) {
 	if !now.Before(exp) {
 		return nil, false
 	}
-	return &session{KeyID: string(id), Expires: exp, cookie: value, mac: key}, true
+	return &session{KeyID: string(id), Expires: exp, cookie: value, mac: key, id: sessionID(parts[3])}, true
 }
 
 // session authenticates the request by its cookie and re-checks the API key
@@ -173,6 +189,17 @@ func (h *Handler) session(r *http.Request) (*session, error) {
 	}
 	s, ok := h.parseSession(c.Value, h.now())
 	if !ok {
+		return nil, errNoSession
+	}
+	// Signed is not enough: the session must not have been signed out.
+	rec, err := h.keys.GetUISession(r.Context(), s.id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, errNoSession
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ui: get session: %w", err)
+	}
+	if rec.KeyID != s.KeyID {
 		return nil, errNoSession
 	}
 	keys, err := h.keys.ListAPIKeys(r.Context())
@@ -228,9 +255,19 @@ func sameOrigin(r *http.Request) bool {
 	return strings.EqualFold(u.Host, r.Host)
 }
 
+// secureRequest reports whether cookies set in answer to r must be Secure:
+// always when the dashboard is served over https (SecureCookies), when the
+// request came over TLS here, or when a trusted proxy says it did.
+func (h *Handler) secureRequest(r *http.Request) bool {
+	if h.secure || r.TLS != nil {
+		return true
+	}
+	return h.trustProto && strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Forwarded-Proto")), "https")
+}
+
 // setCookie sets a dashboard cookie: HttpOnly, SameSite=Lax, scoped to
-// /ui, Secure when the request came over TLS.
-func setCookie(w http.ResponseWriter, r *http.Request, name, value string, exp time.Time, maxAge time.Duration) {
+// /ui, Secure whenever the browser reaches us over https.
+func (h *Handler) setCookie(w http.ResponseWriter, r *http.Request, name, value string, exp time.Time, maxAge time.Duration) {
 	http.SetCookie(w, &http.Cookie{
 		Name:     name,
 		Value:    value,
@@ -238,19 +275,19 @@ func setCookie(w http.ResponseWriter, r *http.Request, name, value string, exp t
 		Expires:  exp,
 		MaxAge:   int(maxAge / time.Second),
 		HttpOnly: true,
-		Secure:   r.TLS != nil,
+		Secure:   h.secureRequest(r),
 		SameSite: http.SameSiteLaxMode,
 	})
 }
 
-func clearCookie(w http.ResponseWriter, r *http.Request, name string) {
+func (h *Handler) clearCookie(w http.ResponseWriter, r *http.Request, name string) {
 	http.SetCookie(w, &http.Cookie{
 		Name:     name,
 		Value:    "",
 		Path:     cookiePath,
 		MaxAge:   -1,
 		HttpOnly: true,
-		Secure:   r.TLS != nil,
+		Secure:   h.secureRequest(r),
 		SameSite: http.SameSiteLaxMode,
 	})
 }
@@ -271,7 +308,7 @@ func (h *Handler) signinToken(w http.ResponseWriter, r *http.Request) (string, e
 		return "", err
 	}
 	now := h.now()
-	setCookie(w, r, signinCookie, v, now.Add(signinTTL), signinTTL)
+	h.setCookie(w, r, signinCookie, v, now.Add(signinTTL), signinTTL)
 	return b64.EncodeToString(mac(key, labelSignin, v)), nil
 }
 

@@ -31,11 +31,29 @@ type Broker interface {
 var _ Broker = (*broker.Broker)(nil)
 
 // KeyStore finds API keys: by the SHA-256 of the secret when signing in, by
-// id on every later request. Every [store.Store] satisfies it.
-// GetAPIKeyByHash returns [store.ErrNotFound] for unknown and revoked keys.
+// id on every later request; and keeps the sessions signed in with them,
+// so that signing out ends a session server-side. Every [store.Store]
+// satisfies it. GetAPIKeyByHash returns [store.ErrNotFound] for unknown and
+// revoked keys.
 type KeyStore interface {
 	GetAPIKeyByHash(ctx context.Context, hash []byte) (store.APIKey, error)
 	ListAPIKeys(ctx context.Context) ([]store.APIKey, error)
+	CreateUISession(ctx context.Context, s store.UISession) error
+	GetUISession(ctx context.Context, id string) (store.UISession, error)
+	DeleteUISession(ctx context.Context, id string) error
+}
+
+// Auditor takes the dashboard's audit entries (sign-in, sign-out, refresh,
+// delete); Record must not block on I/O. Package audit's Recorder
+// satisfies it.
+type Auditor interface {
+	Record(e store.AuditEntry)
+}
+
+// AuditReader lists a connection's audit entries for its page. Every
+// [store.Store] satisfies it.
+type AuditReader interface {
+	ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, error)
 }
 
 // Event is one entry of a connection's history as the detail page shows it.
@@ -94,6 +112,25 @@ type Options struct {
 	Reconnect Reconnector
 	// Counter, if set, shows how many connections are in each state.
 	Counter Counter
+	// SecureCookies marks every cookie Secure: set it when people reach
+	// the dashboard over https (public_url is https), since behind a
+	// TLS-terminating proxy the request itself looks like plain http.
+	SecureCookies bool
+	// TrustForwardedProto marks cookies Secure when the request's
+	// X-Forwarded-Proto is https. Only for a proxy that sets (and
+	// overwrites) that header; otherwise any client could claim it.
+	TrustForwardedProto bool
+	// Audit, if set, records sign-ins, sign-outs and the actions taken.
+	Audit Auditor
+	// AuditReader, if set, shows a connection's audit trail on its page.
+	AuditReader AuditReader
+	// KeyAdmin and MakeKey, if set, let the keys page create and revoke
+	// API keys; without them it lists keys only (revoking needs KeyAdmin).
+	KeyAdmin KeyAdmin
+	MakeKey  KeyMaker
+	// KeyRevoked, if set, is called after a key is revoked here, so the
+	// API's key cache can forget it at once.
+	KeyRevoked func()
 	// SessionTTL is how long a sign-in lasts. Default 12h.
 	SessionTTL time.Duration
 	// PageSize is the number of connections per list page. Default 50.
@@ -128,6 +165,13 @@ type Handler struct {
 	events      EventLister
 	reconnect   Reconnector
 	counter     Counter
+	secure      bool
+	trustProto  bool
+	audit       Auditor
+	auditReader AuditReader
+	keyAdmin    KeyAdmin
+	makeKey     KeyMaker
+	keyRevoked  func()
 	ttl         time.Duration
 	pageSize    int
 	log         *slog.Logger
@@ -139,7 +183,7 @@ type Handler struct {
 }
 
 // Page templates; each is parsed together with layout.html.
-var pageNames = []string{"signin", "list", "detail", "delete", "error"}
+var pageNames = []string{"signin", "list", "detail", "delete", "error", "keys"}
 
 // New checks opts and returns a Handler.
 func New(opts Options) (*Handler, error) {
@@ -163,6 +207,13 @@ func New(opts Options) (*Handler, error) {
 		events:      opts.Events,
 		reconnect:   opts.Reconnect,
 		counter:     opts.Counter,
+		secure:      opts.SecureCookies,
+		trustProto:  opts.TrustForwardedProto,
+		audit:       opts.Audit,
+		auditReader: opts.AuditReader,
+		keyAdmin:    opts.KeyAdmin,
+		makeKey:     opts.MakeKey,
+		keyRevoked:  opts.KeyRevoked,
 		ttl:         opts.SessionTTL,
 		pageSize:    opts.PageSize,
 		log:         opts.Logger,
@@ -183,6 +234,9 @@ func New(opts Options) (*Handler, error) {
 	}
 	if h.now == nil {
 		h.now = time.Now
+	}
+	if h.audit == nil {
+		h.audit = noAudit{}
 	}
 	for _, name := range pageNames {
 		t, err := template.New("layout.html").ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html")
@@ -205,6 +259,9 @@ func New(opts Options) (*Handler, error) {
 	h.mux.HandleFunc("POST /ui/connections/{id}/reconnect", h.createReconnect)
 	h.mux.HandleFunc("GET /ui/connections/{id}/delete", h.confirmDelete)
 	h.mux.HandleFunc("POST /ui/connections/{id}/delete", h.deleteConnection)
+	h.mux.HandleFunc("GET /ui/keys", h.listKeys)
+	h.mux.HandleFunc("POST /ui/keys", h.createKey)
+	h.mux.HandleFunc("POST /ui/keys/{id}/revoke", h.revokeKey)
 	h.mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
 		h.renderError(w, r, http.StatusNotFound, "There is no such page.")
 	})
@@ -270,7 +327,7 @@ func (h *Handler) noSession(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	if _, cerr := r.Cookie(sessionCookie); cerr == nil {
-		clearCookie(w, r, sessionCookie)
+		h.clearCookie(w, r, sessionCookie)
 	}
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
 		target := "/ui/signin"

@@ -14,7 +14,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
-const apiKeyColumns = `id, name, scope, hash, created_at, revoked_at`
+const apiKeyColumns = `id, name, scope, hash, created_at, revoked_at, connections, providers`
 
 func scanAPIKey(row pgx.Row) (store.APIKey, error) {
 	var (
@@ -22,8 +22,14 @@ func scanAPIKey(row pgx.Row) (store.APIKey, error) {
 		created time.Time
 		revoked pgtype.Timestamptz
 	)
-	if err := row.Scan(&k.ID, &k.Name, &k.Scope, &k.Hash, &created, &revoked); err != nil {
+	if err := row.Scan(&k.ID, &k.Name, &k.Scope, &k.Hash, &created, &revoked, &k.Connections, &k.Providers); err != nil {
 		return store.APIKey{}, err
+	}
+	if len(k.Connections) == 0 {
+		k.Connections = nil
+	}
+	if len(k.Providers) == 0 {
+		k.Providers = nil
 	}
 	k.CreatedAt = created.UTC()
 	k.RevokedAt = fromTstz(revoked)
@@ -39,7 +45,14 @@ func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) error {
 	if len(k.Hash) != sha256.Size {
 		return fmt.Errorf("store/postgres: api key %q: hash is %d bytes, want a %d-byte SHA-256", k.ID, len(k.Hash), sha256.Size)
 	}
-	for _, f := range []struct{ name, v string }{{"id", k.ID}, {"name", k.Name}, {"scope", k.Scope}} {
+	fields := []struct{ name, v string }{{"id", k.ID}, {"name", k.Name}, {"scope", k.Scope}}
+	for _, c := range k.Connections {
+		fields = append(fields, struct{ name, v string }{"connections", c})
+	}
+	for _, p := range k.Providers {
+		fields = append(fields, struct{ name, v string }{"providers", p})
+	}
+	for _, f := range fields {
 		if !storableID(f.v) {
 			return fmt.Errorf("store/postgres: api key %q: %s is not valid UTF-8 text without NUL", k.ID, f.name)
 		}
@@ -50,8 +63,8 @@ func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) error {
 	}
 	op := fmt.Sprintf("create api key %q", k.ID)
 	return s.do(ctx, op, false, func(conn *pgxpool.Conn) error {
-		_, err := conn.Exec(ctx, `INSERT INTO api_keys (`+apiKeyColumns+`) VALUES ($1, $2, $3, $4, $5, $6)`,
-			k.ID, k.Name, k.Scope, k.Hash, stored(created), tstz(k.RevokedAt))
+		_, err := conn.Exec(ctx, `INSERT INTO api_keys (`+apiKeyColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			k.ID, k.Name, k.Scope, k.Hash, stored(created), tstz(k.RevokedAt), textArray(k.Connections), textArray(k.Providers))
 		return s.fail(ctx, op, err)
 	})
 }
@@ -117,4 +130,12 @@ func (s *Store) CountAPIKeys(ctx context.Context) (int, error) {
 		return s.fail(ctx, "count api keys", conn.QueryRow(ctx, `SELECT count(*) FROM api_keys WHERE revoked_at IS NULL`).Scan(&n))
 	})
 	return n, err
+}
+
+// textArray stores a nil scope list as an empty array, not NULL.
+func textArray(v []string) []string {
+	if v == nil {
+		return []string{}
+	}
+	return v
 }

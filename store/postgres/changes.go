@@ -63,3 +63,54 @@ func (s *Store) listen(ctx context.Context, h store.ChangeHandler) error {
 		h.ConnectionChanged(n.Payload)
 	}
 }
+
+// keysChannel is the NOTIFY channel of migration 0008's api_keys trigger.
+const keysChannel = "tokenbroker_api_keys"
+
+var _ store.KeyFeed = (*Store)(nil)
+
+// FollowKeyChanges delivers the id of every API key updated (revoked) by
+// any replica, over its own LISTEN connection, reconnecting with backoff;
+// lost is called whenever the connection drops, since notices sent
+// meanwhile are gone. It returns when ctx is done.
+func (s *Store) FollowKeyChanges(ctx context.Context, changed func(keyID string), lost func()) {
+	delay := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.listenKeys(ctx, changed)
+		lost()
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.WarnContext(ctx, "store/postgres: api key feed interrupted; reconnecting", "error", s.fail(ctx, "listen", err), "retry_in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func (s *Store) listenKeys(ctx context.Context, changed func(string)) error {
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return err
+	}
+	defer func() {
+		closeCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = conn.Close(closeCtx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+keysChannel); err != nil {
+		return err
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		changed(n.Payload)
+	}
+}

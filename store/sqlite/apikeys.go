@@ -4,22 +4,37 @@ import (
 	"context"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
-const apiKeyColumns = `id, name, scope, hash, created_at, revoked_at`
+const apiKeyColumns = `id, name, scope, hash, created_at, revoked_at, connections, providers`
 
 func scanAPIKey(row interface{ Scan(...any) error }) (store.APIKey, error) {
 	var (
 		k       store.APIKey
 		created int64
 		revoked sql.NullInt64
+		conns   string
+		provs   string
 	)
-	if err := row.Scan(&k.ID, &k.Name, &k.Scope, &k.Hash, &created, &revoked); err != nil {
+	if err := row.Scan(&k.ID, &k.Name, &k.Scope, &k.Hash, &created, &revoked, &conns, &provs); err != nil {
 		return store.APIKey{}, err
+	}
+	if err := json.Unmarshal([]byte(conns), &k.Connections); err != nil {
+		return store.APIKey{}, fmt.Errorf("api key %q: connections: %w", k.ID, err)
+	}
+	if err := json.Unmarshal([]byte(provs), &k.Providers); err != nil {
+		return store.APIKey{}, fmt.Errorf("api key %q: providers: %w", k.ID, err)
+	}
+	if len(k.Connections) == 0 {
+		k.Connections = nil
+	}
+	if len(k.Providers) == 0 {
+		k.Providers = nil
 	}
 	k.CreatedAt = fromMicros(sql.NullInt64{Int64: created, Valid: true})
 	k.RevokedAt = fromMicros(revoked)
@@ -39,8 +54,8 @@ func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) error {
 	if created.IsZero() {
 		created = s.now()
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO api_keys (`+apiKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?)`,
-		k.ID, k.Name, k.Scope, k.Hash, created.UnixMicro(), micros(k.RevokedAt))
+	_, err := s.w.ExecContext(ctx, `INSERT INTO api_keys (`+apiKeyColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		k.ID, k.Name, k.Scope, k.Hash, created.UnixMicro(), micros(k.RevokedAt), jsonList(k.Connections), jsonList(k.Providers))
 	return s.fail(ctx, fmt.Sprintf("create api key %q", k.ID), err)
 }
 
@@ -105,4 +120,13 @@ func (s *Store) CountAPIKeys(ctx context.Context) (int, error) {
 	var n int
 	err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM api_keys WHERE revoked_at IS NULL`).Scan(&n)
 	return n, s.fail(ctx, "count api keys", err)
+}
+
+// jsonList encodes a key's scope list; nil is stored as [].
+func jsonList(v []string) string {
+	if len(v) == 0 {
+		return "[]"
+	}
+	b, _ := json.Marshal(v) // []string always marshals
+	return string(b)
 }

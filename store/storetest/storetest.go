@@ -49,6 +49,8 @@ func RunTests(t *testing.T, newStore NewStore) {
 		{"Count", countTests},
 		{"Scheduling", schedulingTests},
 		{"Keys", keyTests},
+		{"Audit", auditTests},
+		{"Sessions", sessionTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

@@ -6,6 +6,7 @@
 //	tbbench rss   -bin ./tokenbroker   resident memory with N imported connections
 //	tbbench storm -bin ./tokenbroker -pg postgres://…   300 callers on an expired token,
 //	                                   one SQLite process vs three PostgreSQL replicas
+//	tbbench audit -bin ./tokenbroker   token read and proxy with the audit trail on vs off
 //
 // The commands in BENCHMARKS.md build the binary and run these. Every
 // request goes to 127.0.0.1 and every run is bounded in time.
@@ -51,6 +52,8 @@ func main() {
 		err = benchRSS(os.Args[2:])
 	case "storm":
 		err = benchStorm(os.Args[2:])
+	case "audit":
+		err = benchAudit(os.Args[2:])
 	// Helper processes, started by the benchmarks themselves.
 	case "serve-static":
 		err = serveStatic(os.Args[2:])
@@ -74,6 +77,10 @@ type opts struct {
 	duration    time.Duration
 	warm        time.Duration
 	rounds      int
+	// reverseEven runs the targets in reverse order in every second
+	// round, so that what one target leaves behind (a backlog to write,
+	// a GC cycle) does not always land on the same next target.
+	reverseEven bool
 }
 
 func parse(name string, args []string, extra func(*flag.FlagSet)) (opts, error) {
@@ -184,6 +191,7 @@ type brokerOpts struct {
 	database string // "" for SQLite in the process's own directory
 	keysFile string // "" for a new key file; replicas must share one
 	wantKey  bool   // expect a bootstrap admin key on stdout (empty store)
+	extra    string // more top-level configuration, such as an audit: section
 }
 
 // startBroker starts tokenbroker with a provider whose token endpoint and
@@ -219,7 +227,7 @@ providers:
     client_id: bench
     client_secret_env: TBBENCH_CLIENT_SECRET
     api_base_url: http://%[2]s/api
-`, dir, upstream, addr, o.database, o.keysFile)
+`, dir, upstream, addr, o.database, o.keysFile) + o.extra
 	path := filepath.Join(dir, "tokenbroker.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, "", nil, err
@@ -365,7 +373,15 @@ type target struct{ name, url, key string }
 func runRounds(c *http.Client, o opts, targets []target) []load.Result {
 	pooled := make([]load.Result, len(targets))
 	for round := range o.rounds {
-		for i, t := range targets {
+		order := make([]int, len(targets))
+		for i := range order {
+			order[i] = i
+		}
+		if o.reverseEven && round%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, i := range order {
+			t := targets[i]
 			r := load.Run(context.Background(), t.name, c, o.concurrency, o.warm, o.duration, http.StatusOK, func() *http.Request {
 				req, _ := http.NewRequest(http.MethodGet, t.url, nil)
 				if t.key != "" {
@@ -792,4 +808,66 @@ func serveRevProxy(args []string) error {
 		return err
 	}
 	return http.Serve(ln, rp)
+}
+
+// benchAudit measures what the audit trail costs: two brokers on one
+// upstream, identical but for audit.disabled, alternating within each round
+// on a token read and on a proxied call.
+func benchAudit(args []string) error {
+	o, err := parse("audit", args, nil)
+	if err != nil {
+		return err
+	}
+	o.reverseEven = true
+	up, on, onKey, cleanup, err := startPair(o.bin)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	off, offKey, offCleanup, err := startBroker(o.bin, up.addr, brokerOpts{wantKey: true, extra: "audit:\n  disabled: true\n"})
+	if err != nil {
+		return err
+	}
+	defer offCleanup()
+	c := load.Client(o.concurrency)
+	for _, b := range []struct{ addr, key string }{{on.addr, onKey}, {off.addr, offKey}} {
+		if err := importConn(c, b.addr, b.key, "c1"); err != nil {
+			return err
+		}
+	}
+	fmt.Printf("Audit on vs off: %d clients, %v x %d rounds\n", o.concurrency, o.duration, o.rounds)
+	res := runRounds(c, o, []target{
+		{"token read, audit off", "http://" + off.addr + "/v1/connections/c1/token", offKey},
+		{"token read, audit on", "http://" + on.addr + "/v1/connections/c1/token", onKey},
+		{"proxy, audit off", "http://" + off.addr + "/v1/proxy/c1/v1/items?page=1", offKey},
+		{"proxy, audit on", "http://" + on.addr + "/v1/proxy/c1/v1/items?page=1", onKey},
+	})
+	fmt.Printf("token read: audit on / off throughput %.0f%%, p50 %+.1fµs\n", res[1].RPS()/res[0].RPS()*100,
+		float64(res[1].Quantile(0.5)-res[0].Quantile(0.5))/1e3)
+	fmt.Printf("proxy: audit on / off throughput %.0f%%, p50 %+.1fµs\n", res[3].RPS()/res[2].RPS()*100,
+		float64(res[3].Quantile(0.5)-res[2].Quantile(0.5))/1e3)
+	// Every request was recorded, or the trail says how many were not.
+	time.Sleep(2 * time.Second) // a few batch intervals, for the last entries
+	req, _ := http.NewRequest(http.MethodGet, "http://"+on.addr+"/v1/audit?action=audit.dropped&limit=1000", nil)
+	req.Header.Set("Authorization", "Bearer "+onKey)
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var page struct {
+		Entries []struct {
+			Detail string `json:"detail"`
+		} `json:"entries"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+		return err
+	}
+	if len(page.Entries) == 0 {
+		fmt.Println("audit entries dropped: none")
+	}
+	for _, e := range page.Entries {
+		fmt.Println("audit entries dropped:", e.Detail)
+	}
+	return nil
 }

@@ -15,7 +15,7 @@ import (
 
 var _ store.ConnectSessions = (*Store)(nil)
 
-const connectSessionColumns = `id, connection_id, provider, redirect_url, scopes, state_hash, verifier, expires_at, created_at`
+const connectSessionColumns = `id, connection_id, provider, redirect_url, scopes, state_hash, verifier, expires_at, created_at, mcp_server_url`
 
 func scanConnectSession(row pgx.Row) (store.ConnectSession, error) {
 	var (
@@ -24,7 +24,7 @@ func scanConnectSession(row pgx.Row) (store.ConnectSession, error) {
 		expires, created time.Time
 	)
 	if err := row.Scan(&cs.ID, &cs.ConnectionID, &cs.Provider, &cs.RedirectURL, &scopes,
-		&cs.StateHash, &cs.Verifier, &expires, &created); err != nil {
+		&cs.StateHash, &cs.Verifier, &expires, &created, &cs.MCPServerURL); err != nil {
 		return store.ConnectSession{}, err
 	}
 	cs.Scopes = strings.Fields(scopes)
@@ -45,7 +45,7 @@ func (s *Store) CreateConnectSession(ctx context.Context, cs store.ConnectSessio
 	}
 	for _, f := range []struct{ name, v string }{
 		{"id", cs.ID}, {"connection id", cs.ConnectionID}, {"provider", cs.Provider},
-		{"redirect url", cs.RedirectURL}, {"scopes", strings.Join(cs.Scopes, " ")},
+		{"redirect url", cs.RedirectURL}, {"mcp server url", cs.MCPServerURL}, {"scopes", strings.Join(cs.Scopes, " ")},
 	} {
 		if !storableID(f.v) {
 			return fmt.Errorf("store/postgres: connect session: %s is not valid UTF-8 text without NUL", f.name)
@@ -58,9 +58,9 @@ func (s *Store) CreateConnectSession(ctx context.Context, cs store.ConnectSessio
 	const op = "create connect session"
 	return s.do(ctx, op, false, func(conn *pgxpool.Conn) error {
 		_, err := conn.Exec(ctx, `INSERT INTO connect_sessions (`+connectSessionColumns+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 			cs.ID, cs.ConnectionID, cs.Provider, cs.RedirectURL, strings.Join(cs.Scopes, " "),
-			blob(cs.StateHash), blob(cs.Verifier), stored(cs.ExpiresAt), stored(created))
+			blob(cs.StateHash), blob(cs.Verifier), stored(cs.ExpiresAt), stored(created), cs.MCPServerURL)
 		return s.fail(ctx, op, err)
 	})
 }

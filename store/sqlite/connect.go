@@ -13,7 +13,7 @@ import (
 
 var _ store.ConnectSessions = (*Store)(nil)
 
-const connectSessionColumns = `id, connection_id, provider, redirect_url, scopes, state_hash, verifier, expires_at, created_at`
+const connectSessionColumns = `id, connection_id, provider, redirect_url, scopes, state_hash, verifier, expires_at, created_at, mcp_server_url`
 
 func scanConnectSession(row interface{ Scan(...any) error }) (store.ConnectSession, error) {
 	var (
@@ -22,7 +22,7 @@ func scanConnectSession(row interface{ Scan(...any) error }) (store.ConnectSessi
 		expires, created int64
 	)
 	if err := row.Scan(&cs.ID, &cs.ConnectionID, &cs.Provider, &cs.RedirectURL, &scopes,
-		&cs.StateHash, &cs.Verifier, &expires, &created); err != nil {
+		&cs.StateHash, &cs.Verifier, &expires, &created, &cs.MCPServerURL); err != nil {
 		return store.ConnectSession{}, err
 	}
 	cs.Scopes = strings.Fields(scopes)
@@ -46,9 +46,9 @@ func (s *Store) CreateConnectSession(ctx context.Context, cs store.ConnectSessio
 		created = s.now()
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT INTO connect_sessions (`+connectSessionColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		cs.ID, cs.ConnectionID, cs.Provider, cs.RedirectURL, strings.Join(cs.Scopes, " "),
-		blob(cs.StateHash), blob(cs.Verifier), cs.ExpiresAt.UnixMicro(), created.UnixMicro())
+		blob(cs.StateHash), blob(cs.Verifier), cs.ExpiresAt.UnixMicro(), created.UnixMicro(), cs.MCPServerURL)
 	return s.fail(ctx, "create connect session", err)
 }
 

@@ -49,6 +49,7 @@ func RunTests(t *testing.T, newStore NewStore) {
 		{"Count", countTests},
 		{"Scheduling", schedulingTests},
 		{"Keys", keyTests},
+		{"MCP", mcpTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

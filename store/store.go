@@ -320,9 +320,10 @@ type ConnectSession struct {
 	RedirectURL string
 	// Scopes are requested on top of the provider's own.
 	Scopes []string
-	// MCPServerURL is set (and Provider is [ProviderMCP]) for a session
-	// that connects an MCP server by its URL.
-	MCPServerURL string
+	// MCP is set (and Provider is [ProviderMCP]) for a session that
+	// connects an MCP server by its URL: the server, resource and issuer
+	// discovered when the session was created.
+	MCP *MCP
 	// StateHash is the SHA-256 of the state parameter sent to the provider
 	// when the link was opened; nil until then. Opening the link again
 	// replaces it, so only the latest authorization request can complete.

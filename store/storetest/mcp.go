@@ -87,7 +87,7 @@ func testMCPSessionServerURL(t *testing.T, s store.Backend, clk *Clock) {
 	ctx := t.Context()
 	cs := s
 	sess := store.ConnectSession{ID: "sess-mcp-0000000000000000", ConnectionID: "m1", Provider: store.ProviderMCP,
-		MCPServerURL: "https://mcp.example/mcp", Scopes: []string{"tools:read"}, ExpiresAt: clk.Now().Add(time.Minute)}
+		MCP: &store.MCP{ServerURL: "https://mcp.example/mcp", Resource: "https://mcp.example/mcp", Issuer: "https://as.example"}, Scopes: []string{"tools:read"}, ExpiresAt: clk.Now().Add(time.Minute)}
 	if err := cs.CreateConnectSession(ctx, sess); err != nil {
 		t.Fatal(err)
 	}
@@ -95,14 +95,14 @@ func testMCPSessionServerURL(t *testing.T, s store.Backend, clk *Clock) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if begun.MCPServerURL != sess.MCPServerURL {
-		t.Errorf("begun MCPServerURL = %q", begun.MCPServerURL)
+	if begun.MCP == nil || begun.MCP.Issuer != "https://as.example" {
+		t.Errorf("begun MCP = %+v", begun.MCP)
 	}
 	got, err := cs.ConsumeConnectSession(ctx, stateHash("st"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.MCPServerURL != sess.MCPServerURL || got.Provider != store.ProviderMCP {
+	if got.MCP == nil || got.MCP.ServerURL != sess.MCP.ServerURL || got.Provider != store.ProviderMCP {
 		t.Errorf("consumed %+v", got)
 	}
 }

@@ -2,7 +2,7 @@
 -- the grant is for, and scopes a step-up asked for (JSON, see store.MCP).
 ALTER TABLE connections ADD COLUMN mcp TEXT;
 
-ALTER TABLE connect_sessions ADD COLUMN mcp_server_url TEXT NOT NULL DEFAULT '';
+ALTER TABLE connect_sessions ADD COLUMN mcp TEXT;
 
 -- One client registration per authorization server of MCP servers; the
 -- client secret is sealed like tokens.

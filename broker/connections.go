@@ -165,7 +165,7 @@ func (b *Broker) ReimportConnection(ctx context.Context, in Import) (c store.Con
 	if _, err := b.validateImport(&in); err != nil {
 		return store.Connection{}, false, err
 	}
-	c, replaced, err := b.saveGrant(ctx, in.ID, in.Provider, "", in.token(b.now()), in.Metadata, false)
+	c, replaced, err := b.saveGrant(ctx, in.ID, in.Provider, "", in.token(b.now()), in.Metadata, false, nil)
 	return c, !replaced, err
 }
 

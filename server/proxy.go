@@ -15,6 +15,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/client"
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/store"
 )
 
 // proxyPrefix is the fixed part of the proxy route's path; the connection
@@ -36,6 +37,10 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 	first, err := s.broker.GetToken(r.Context(), id)
 	if err != nil {
 		s.fail(w, r, err)
+		return
+	}
+	if first.Provider == store.ProviderMCP {
+		s.proxyMCP(w, r, id, first)
 		return
 	}
 	target, ok := s.targets[first.Provider]

@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/oauth/mcpauth"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
@@ -62,6 +63,11 @@ type Options struct {
 	// ProxyTransport sends proxied requests to the providers. Default: a
 	// clone of [http.DefaultTransport].
 	ProxyTransport http.RoundTripper
+	// MCPTransport sends proxied calls to MCP servers, whose URLs came from
+	// users: it should enforce the mcp host policy
+	// (mcpauth.NewHTTPClient). Default: a transport that refuses private
+	// and loopback addresses.
+	MCPTransport http.RoundTripper
 	// MaxReplayBody is the largest proxied request body kept in memory so
 	// the request can be replayed after a refresh; larger bodies stream
 	// through once and are not retried. Default 1 MiB.
@@ -135,6 +141,7 @@ type Server struct {
 	keys           KeyStore
 	targets        map[string]ProxyTarget
 	proxyTransport http.RoundTripper
+	mcpTransport   http.RoundTripper
 	maxReplay      int64
 	maxBody        int64
 	ready          func(context.Context) error
@@ -164,6 +171,7 @@ func New(opts Options) (*Server, error) {
 		keys:           opts.Keys,
 		targets:        make(map[string]ProxyTarget, len(opts.Targets)),
 		proxyTransport: opts.ProxyTransport,
+		mcpTransport:   opts.MCPTransport,
 		maxReplay:      opts.MaxReplayBody,
 		maxBody:        opts.MaxBodyBytes,
 		ready:          opts.Ready,
@@ -190,6 +198,9 @@ func New(opts Options) (*Server, error) {
 		}
 		t.RefreshOn = append([]int(nil), t.RefreshOn...)
 		s.targets[name] = t
+	}
+	if s.mcpTransport == nil {
+		s.mcpTransport = mcpauth.NewHTTPClient(mcpauth.HostPolicy{}, 0, nil).Transport
 	}
 	if s.proxyTransport == nil {
 		s.proxyTransport = http.DefaultTransport.(*http.Transport).Clone()

@@ -81,6 +81,7 @@ type Config struct {
 	Webhooks  WebhooksConfig
 	Scheduler SchedulerConfig
 	Shutdown  ShutdownConfig
+	MCP       MCPConfig
 
 	// src says where each value came from, for error messages.
 	src *source
@@ -96,6 +97,16 @@ type ShutdownConfig struct {
 	// /readyz starts failing, so load balancers stop sending traffic
 	// before the listener closes. Default 0.
 	DrainDelay time.Duration
+}
+
+// MCPConfig governs connections to MCP servers known only by URL
+// (docs/mcp.md).
+type MCPConfig struct {
+	// AllowPrivateAddresses lets tokenbroker reach MCP servers and their
+	// authorization servers on loopback and private networks, and over
+	// plain http on loopback. Off by default: a URL a user gives must not
+	// be a way into tokenbroker's own network.
+	AllowPrivateAddresses bool `yaml:"allow_private_addresses"`
 }
 
 // ProxyConfig tunes the API proxy.
@@ -202,6 +213,7 @@ type fileConfig struct {
 	Webhooks           WebhooksConfig   `yaml:"webhooks"`
 	Scheduler          fileScheduler    `yaml:"scheduler"`
 	Shutdown           fileShutdown     `yaml:"shutdown"`
+	MCP                MCPConfig        `yaml:"mcp"`
 }
 
 type fileShutdown struct {
@@ -431,6 +443,7 @@ func (c *Config) decode(file string, data []byte, lookup func(string) (string, b
 	parseDur("shutdown.grace", f.Shutdown.Grace, &c.Shutdown.Grace)
 	parseDur("shutdown.drain_delay", f.Shutdown.DrainDelay, &c.Shutdown.DrainDelay)
 	c.Scheduler.Disabled = f.Scheduler.Disabled
+	c.MCP = f.MCP
 	c.Scheduler.Concurrency, c.Scheduler.BatchSize = f.Scheduler.Concurrency, f.Scheduler.BatchSize
 	if f.Proxy.MaxReplayBody != "" {
 		n, err := parseSize(f.Proxy.MaxReplayBody)
@@ -497,7 +510,7 @@ func yamlErrors(src *source, te *yaml.TypeError) []error {
 // names in its messages.
 var knownFields = func() map[string][]string {
 	out := map[string][]string{}
-	for _, v := range []any{fileConfig{}, ProviderConfig{}, fileProxy{}, fileRefresh{}, WebhooksConfig{}, WebhookConfig{}, fileScheduler{}, fileShutdown{}} {
+	for _, v := range []any{fileConfig{}, ProviderConfig{}, fileProxy{}, fileRefresh{}, WebhooksConfig{}, WebhookConfig{}, fileScheduler{}, fileShutdown{}, MCPConfig{}} {
 		t := reflect.TypeOf(v)
 		var names []string
 		for i := range t.NumField() {

@@ -115,3 +115,24 @@ func mcpUpstreamURL(base *url.URL, in *url.URL) (*url.URL, error) {
 	}
 	return u, nil
 }
+
+// ClientMetadataPath is where tokenbroker serves its OAuth Client ID
+// Metadata Document: authorization servers of MCP servers that support
+// such documents take public_url + ClientMetadataPath as the client_id and
+// fetch this to learn the client's name and redirect URI.
+const ClientMetadataPath = "/v1/mcp/client-metadata.json"
+
+func (s *Server) clientMetadata(w http.ResponseWriter, r *http.Request) {
+	if s.publicURL == "" {
+		s.writeError(w, r, apiError{status: http.StatusNotFound, code: codeNotFound, message: "public_url is not configured"})
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]any{
+		"client_id":                  s.publicURL + ClientMetadataPath,
+		"client_name":                "tokenbroker",
+		"redirect_uris":              []string{s.publicURL + callbackPath},
+		"grant_types":                []string{"authorization_code", "refresh_token"},
+		"response_types":             []string{"code"},
+		"token_endpoint_auth_method": "none",
+	})
+}

@@ -285,6 +285,7 @@ func routes() []route {
 		{"POST /v1/connect-sessions", accessAdmin, (*Server).createConnectSession},
 		{"GET /v1/connect/{session}", accessPublic, (*Server).connectStart},
 		{"GET /v1/connect/callback", accessPublic, (*Server).connectCallback},
+		{"GET " + ClientMetadataPath, accessPublic, (*Server).clientMetadata},
 		// Public: it describes the API and holds no secrets, and tools
 		// (code generators, API explorers) fetch it without a key.
 		{"GET /v1/openapi.json", accessPublic, (*Server).openAPI},

@@ -25,6 +25,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/metrics"
 	"github.com/tokenbroker/tokenbroker/oauth"
 	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
+	"github.com/tokenbroker/tokenbroker/oauth/mcpauth"
 	"github.com/tokenbroker/tokenbroker/provider"
 	"github.com/tokenbroker/tokenbroker/scheduler"
 	"github.com/tokenbroker/tokenbroker/server"
@@ -233,7 +234,18 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	// only while the store's change feed follows their writes; SQLite is
 	// one process's own.
 	changes, _ := st.(store.ChangeFeed)
+	mcpPolicy := mcpauth.HostPolicy{AllowPrivate: cfg.MCP.AllowPrivateAddresses}
+	mcpOpts := &broker.MCPOptions{
+		Policy:      mcpPolicy,
+		HTTPClient:  mcpauth.NewHTTPClient(mcpPolicy, 0, nil),
+		RedirectURI: cfg.PublicURL + "/v1/connect/callback",
+	}
+	if strings.HasPrefix(cfg.PublicURL, "https://") {
+		// A Client ID Metadata Document's URL must be https.
+		mcpOpts.ClientMetadataURL = cfg.PublicURL + server.ClientMetadataPath
+	}
 	a.Broker, err = broker.New(broker.Options{
+		MCP:            mcpOpts,
 		TokenCacheSize: TokenCacheSize,
 		Changes:        changes,
 		Store:          st,
@@ -268,6 +280,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	proxyTransport := http.DefaultTransport.(*http.Transport).Clone()
 	proxyTransport.MaxIdleConnsPerHost = 64
 	proxyTransport.ResponseHeaderTimeout = cfg.Proxy.Timeout
+	mcpTransport := mcpauth.NewHTTPClient(mcpPolicy, 0, nil).Transport.(*http.Transport)
+	mcpTransport.ResponseHeaderTimeout = cfg.Proxy.Timeout
 	dashboard, err := newDashboard(a, cfg, log, now)
 	if err != nil {
 		st.Close()
@@ -280,6 +294,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		Keys:           st,
 		Targets:        targets,
 		ProxyTransport: traceTransport(proxyTransport, opts.TracerProvider),
+		MCPTransport:   traceTransport(mcpTransport, opts.TracerProvider),
 		MaxReplayBody:  cfg.Proxy.MaxReplayBody,
 		Ready:          a.ready,
 		Logger:         log,

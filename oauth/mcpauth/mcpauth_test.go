@@ -43,7 +43,7 @@ func newSite(t *testing.T, configure func(*site)) *site {
 	return s
 }
 
-func (s *site) mcpURL() string { return s.srv.URL + "/mcp" }
+func (s *site) mcpURL() string    { return s.srv.URL + "/mcp" }
 func (s *site) issuerURL() string { return s.srv.URL + "/as" }
 
 func (s *site) serve(w http.ResponseWriter, r *http.Request) {

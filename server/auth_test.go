@@ -53,6 +53,8 @@ func TestRouteTable(t *testing.T) {
 		"GET /v1/connect/{session}": accessPublic,
 		"GET /v1/connect/callback":  accessPublic,
 		"GET /v1/openapi.json":      accessPublic,
+		// Fetched by authorization servers of MCP servers (docs/mcp.md).
+		"GET " + ClientMetadataPath: accessPublic,
 	}
 	got := map[string]access{}
 	for _, rt := range routes() {
@@ -150,6 +152,8 @@ func TestEveryRouteRequiresKey(t *testing.T) {
 					if resp.status == http.StatusUnauthorized || resp.status == http.StatusForbidden || resp.status == http.StatusOK {
 						t.Errorf("%s %s without a key or session: status %d, want a 4xx page", method, path, resp.status)
 					}
+				case path == ClientMetadataPath && resp.status == http.StatusNotFound:
+					// Served only with a public_url, which this harness has not.
 				case resp.status != http.StatusOK:
 					t.Errorf("%s %s without a key: status %d, want 200", method, path, resp.status)
 				}

@@ -357,3 +357,60 @@ func TestMCPIssuerMismatchRefused(t *testing.T) {
 		t.Fatalf("bad URL: %d %v", code, out)
 	}
 }
+
+// An authorization server that forgot tokenbroker's client answers
+// invalid_client: the registration is dropped, the connection needs a
+// person, and the next connect session registers again.
+func TestMCPForgottenRegistrationRenewed(t *testing.T) {
+	r := newMCPRig(t)
+	r.connect("m1", r.mcp.URL)
+	regs := r.a.Store.(store.MCPRegistrations)
+	reg, err := regs.GetMCPRegistration(t.Context(), r.authz.Issuer)
+	if err != nil || reg.Method != "dynamic" || len(reg.ClientSecret) == 0 {
+		t.Fatalf("registration %+v, %v", reg, err)
+	}
+	if strings.Contains(string(reg.ClientSecret), "dyn-") || bytes.Contains(reg.ClientSecret, []byte(reg.ClientID)) {
+		t.Fatal("the client secret is not sealed")
+	}
+	r.authz.ForgetClient(reg.ClientID)
+	code, out := r.do(http.MethodPost, "/v1/connections/m1/refresh", nil)
+	if code != http.StatusConflict {
+		t.Fatalf("refresh with a forgotten client: %d %v", code, out)
+	}
+	if _, err := regs.GetMCPRegistration(t.Context(), r.authz.Issuer); err == nil {
+		t.Fatal("the forgotten registration is still stored")
+	}
+	r.connect("m1", r.mcp.URL)
+	if r.authz.Registrations() != 2 {
+		t.Fatalf("%d registrations, want 2", r.authz.Registrations())
+	}
+	code, conn := r.do(http.MethodGet, "/v1/connections/m1", nil)
+	if code != http.StatusOK || conn["status"] != "active" {
+		t.Fatalf("after reconnecting: %d %v", code, conn)
+	}
+	if code, _ := r.do(http.MethodPost, "/v1/connections/m1/refresh", nil); code != http.StatusOK {
+		t.Fatalf("refresh with the new registration: %d", code)
+	}
+}
+
+// tokenbroker serves its Client ID Metadata Document at public_url.
+func TestMCPClientMetadataDocument(t *testing.T) {
+	r := newMCPRig(t)
+	resp, err := http.Get(r.base + "/v1/mcp/client-metadata.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		ClientID     string   `json:"client_id"`
+		RedirectURIs []string `json:"redirect_uris"`
+		GrantTypes   []string `json:"grant_types"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d %v", resp.StatusCode, err)
+	}
+	if doc.ClientID != r.base+"/v1/mcp/client-metadata.json" || !slices.Equal(doc.RedirectURIs, []string{r.base + "/v1/connect/callback"}) ||
+		!slices.Contains(doc.GrantTypes, "refresh_token") {
+		t.Fatalf("document %+v", doc)
+	}
+}

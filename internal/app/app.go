@@ -239,6 +239,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		Policy:      mcpPolicy,
 		HTTPClient:  mcpauth.NewHTTPClient(mcpPolicy, 0, nil),
 		RedirectURI: cfg.PublicURL + "/v1/connect/callback",
+		// MCP servers' tokens follow the defaults, and one that states no
+		// lifetime is not taken for immortal.
+		Lifecycle: lifecycle.Policy{DefaultLifetime: FallbackExpiresIn},
 	}
 	if strings.HasPrefix(cfg.PublicURL, "https://") {
 		// A Client ID Metadata Document's URL must be https.

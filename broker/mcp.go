@@ -148,13 +148,19 @@ func (b *Broker) prepareMCP(ctx context.Context, serverURL string) (*store.MCP, 
 // one issuer register once (per process).
 func (b *Broker) ensureRegistration(ctx context.Context, issuer string, md *oauth.Metadata) (store.MCPRegistration, error) {
 	m := b.mcp
-	if r, err := m.regs.GetMCPRegistration(ctx, issuer); err == nil && r.RedirectURI == m.opts.RedirectURI {
+	// A stored registration is used while it still fits: the same
+	// callback, and the configured client if one is configured now.
+	fits := func(r store.MCPRegistration) bool {
+		c, configured := m.opts.Clients[issuer]
+		return r.RedirectURI == m.opts.RedirectURI && (!configured || r.ClientID == c.ClientID)
+	}
+	if r, err := m.regs.GetMCPRegistration(ctx, issuer); err == nil && fits(r) {
 		return r, nil
 	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return store.MCPRegistration{}, err
 	}
 	v, err, _ := m.group.Do(issuer, func() (any, error) {
-		if r, err := m.regs.GetMCPRegistration(ctx, issuer); err == nil && r.RedirectURI == m.opts.RedirectURI {
+		if r, err := m.regs.GetMCPRegistration(ctx, issuer); err == nil && fits(r) {
 			return r, nil
 		}
 		sm := storedMetadata{Issuer: md.Issuer, AuthorizationEndpoint: md.AuthorizationEndpoint,

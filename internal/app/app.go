@@ -243,6 +243,18 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		// lifetime is not taken for immortal.
 		Lifecycle: lifecycle.Policy{DefaultLifetime: FallbackExpiresIn},
 	}
+	for _, mc := range cfg.MCP.Clients {
+		secret, err := mc.Secret(os.LookupEnv)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		if mcpOpts.Clients == nil {
+			mcpOpts.Clients = map[string]broker.MCPClient{}
+		}
+		mcpOpts.Clients[mc.Issuer] = broker.MCPClient{ClientID: mc.ClientID, ClientSecret: secret,
+			TokenEndpointAuthMethod: mc.TokenEndpointAuthMethod}
+	}
 	if strings.HasPrefix(cfg.PublicURL, "https://") {
 		// A Client ID Metadata Document's URL must be https.
 		mcpOpts.ClientMetadataURL = cfg.PublicURL + server.ClientMetadataPath

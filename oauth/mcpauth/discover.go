@@ -101,7 +101,7 @@ func Discover(ctx context.Context, opts Options, serverURL string) (*Discovery, 
 	client := opts.client()
 	d := &Discovery{ServerURL: serverURL}
 
-	ch, err := probe(ctx, client, serverURL)
+	ch, open, err := probe(ctx, client, serverURL)
 	if err != nil {
 		return nil, err
 	}
@@ -128,6 +128,9 @@ func Discover(ctx context.Context, opts Options, serverURL string) (*Discovery, 
 		}
 	}
 	if d.ResourceMetadataURL == "" {
+		if open {
+			return nil, fmt.Errorf("%w: %s answered without a token and publishes no resource metadata", ErrNoAuthorization, serverURL)
+		}
 		return nil, fmt.Errorf("%w for %s (tried %s)", ErrNoResourceMetadata, serverURL, strings.Join(tried, ", "))
 	}
 	prm := d.ResourceMetadata
@@ -209,28 +212,31 @@ func FetchAuthServerMetadata(ctx context.Context, opts Options, issuer string) (
 }
 
 // probe sends an unauthenticated initialize request and returns the Bearer
-// challenge of a 401 answer (nil when there was none).
-func probe(ctx context.Context, client *http.Client, serverURL string) (*Challenge, error) {
+// challenge of a 401 answer (nil when there was none), and whether the
+// server answered successfully without a token. Such a server may still
+// protect other calls (the initialize handshake open, tools/call not), so
+// its resource metadata is looked for all the same.
+func probe(ctx context.Context, client *http.Client, serverURL string) (*Challenge, bool, error) {
 	body := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"tokenbroker","version":"1"}}}`
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, serverURL, strings.NewReader(body))
 	if err != nil {
-		return nil, fmt.Errorf("mcpauth: probe %s: %w", serverURL, err)
+		return nil, false, fmt.Errorf("mcpauth: probe %s: %w", serverURL, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("mcpauth: probe %s: %w", serverURL, err)
+		return nil, false, fmt.Errorf("mcpauth: probe %s: %w", serverURL, err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, MaxDocument))
 	resp.Body.Close()
 	if resp.StatusCode/100 == 2 {
-		return nil, fmt.Errorf("%w: %s answered %d without a token", ErrNoAuthorization, serverURL, resp.StatusCode)
+		return nil, true, nil
 	}
 	if c, ok := BearerChallenge(resp.Header); ok {
-		return &c, nil
+		return &c, false, nil
 	}
-	return nil, nil
+	return nil, false, nil
 }
 
 // wellKnownPRM lists the RFC 9728 §3.1 URIs for server: with the path

@@ -279,7 +279,11 @@ func TestOversizedMetadataRefused(t *testing.T) {
 }
 
 func TestNoAuthorizationRequired(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/mcp" {
+			http.NotFound(w, r)
+		}
+	}))
 	defer srv.Close()
 	_, err := mcpauth.Discover(context.Background(), loopback, srv.URL+"/mcp")
 	if !errors.Is(err, mcpauth.ErrNoAuthorization) {

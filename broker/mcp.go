@@ -375,6 +375,18 @@ func IsMCPInvalidToken(resp *http.Response) bool {
 	return e == "" || e == "invalid_token"
 }
 
+// IsInvalidTokenChallenge reports whether resp is a 401 whose Bearer
+// challenge says error="invalid_token" (RFC 6750 §3.1): the token sent is
+// expired or revoked, and a refresh may cure it. Providers configured with
+// refresh_on_invalid_token refresh on exactly these.
+func IsInvalidTokenChallenge(resp *http.Response) bool {
+	if resp.StatusCode != http.StatusUnauthorized {
+		return false
+	}
+	c, ok := mcpauth.BearerChallenge(resp.Header)
+	return ok && c.Params["error"] == "invalid_token"
+}
+
 // MCPConnection returns the MCP binding of connection id, or nil when it is
 // not an MCP connection.
 func (b *Broker) MCPConnection(ctx context.Context, id string) (*store.MCP, error) {

@@ -222,12 +222,14 @@ type ProviderConfig struct {
 
 	RefreshWindow string `yaml:"refresh_window,omitempty"`
 	// RefreshOn replaces the inherited list when set; [] means never.
-	RefreshOn            []int  `yaml:"refresh_on,omitempty"`
-	DefaultExpiresIn     string `yaml:"default_expires_in,omitempty"`
-	RefreshTokenLifetime string `yaml:"refresh_token_lifetime,omitempty"`
-	RefreshIdleTimeout   string `yaml:"refresh_idle_timeout,omitempty"`
-	Rotation             string `yaml:"rotation,omitempty"`
-	RotationGrace        string `yaml:"rotation_grace,omitempty"`
+	RefreshOn []int `yaml:"refresh_on,omitempty"`
+	// RefreshOnInvalidToken: see provider.Profile.
+	RefreshOnInvalidToken *bool  `yaml:"refresh_on_invalid_token,omitempty"`
+	DefaultExpiresIn      string `yaml:"default_expires_in,omitempty"`
+	RefreshTokenLifetime  string `yaml:"refresh_token_lifetime,omitempty"`
+	RefreshIdleTimeout    string `yaml:"refresh_idle_timeout,omitempty"`
+	Rotation              string `yaml:"rotation,omitempty"`
+	RotationGrace         string `yaml:"rotation_grace,omitempty"`
 	// BadRequestTransient overrides the inherited profile's when set.
 	BadRequestTransient *bool `yaml:"bad_request_transient,omitempty"`
 
@@ -977,6 +979,9 @@ func (pc ProviderConfig) merge(builtins map[string]provider.Profile) (provider.P
 	}
 	if pc.RefreshOn != nil {
 		p.RefreshOn = slices.Clone(pc.RefreshOn)
+	}
+	if pc.RefreshOnInvalidToken != nil {
+		p.RefreshOnInvalidToken = *pc.RefreshOnInvalidToken
 	}
 	if pc.BadRequestTransient != nil {
 		p.BadRequestTransient = *pc.BadRequestTransient

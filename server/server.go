@@ -50,6 +50,11 @@ type ProxyTarget struct {
 	// RefreshOn lists the statuses after which the token is refreshed and
 	// the call replayed once; nil means {401}.
 	RefreshOn []int
+	// RefreshOnInvalidToken also takes an answer whose challenge says
+	// error="invalid_token" for a stale token (provider
+	// refresh_on_invalid_token; RFC 6750 §3.1); a Refresh-On request
+	// header still takes precedence.
+	RefreshOnInvalidToken bool
 }
 
 // Options configures a [Server]. Broker and Keys are required; zero values

@@ -227,6 +227,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 				return nil, fmt.Errorf("providers[%s].api_base_url: %w", name, err)
 			}
 			targets[name] = server.ProxyTarget{BaseURL: u, RefreshOn: p.RefreshOn}
+			if p.RefreshOnInvalidToken {
+				// A 401 is stale only when its challenge says so.
+				on := []int{}
+				for _, st := range p.RefreshOn {
+					if st != http.StatusUnauthorized {
+						on = append(on, st)
+					}
+				}
+				targets[name] = server.ProxyTarget{BaseURL: u, RefreshOn: on, RefreshOnInvalidToken: true}
+			}
 		}
 	}
 

@@ -37,7 +37,6 @@ type mcpCounters struct {
 	resourceSeen    atomic.Int64
 }
 
-
 func (s *Server) mcp() *mcpCounters {
 	s.mcpOnce.Do(func() { s.mcpC = &mcpCounters{} })
 	return s.mcpC

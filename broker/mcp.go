@@ -358,35 +358,6 @@ func (b *Broker) RecordScopeNeeded(ctx context.Context, id string, scopes []stri
 
 var errUnchanged = errors.New("broker: unchanged")
 
-// IsMCPInvalidToken reports whether resp is an MCP server's answer that
-// the token it was sent is no longer good: 401 whose Bearer challenge says
-// error="invalid_token" (RFC 6750 §3.1), or names no error at all, as
-// servers built on the MCP SDKs answer for an expired token. Other 401s
-// (invalid_request) and every 403 are not.
-func IsMCPInvalidToken(resp *http.Response) bool {
-	if resp.StatusCode != http.StatusUnauthorized {
-		return false
-	}
-	c, ok := mcpauth.BearerChallenge(resp.Header)
-	if !ok {
-		return true
-	}
-	e := c.Params["error"]
-	return e == "" || e == "invalid_token"
-}
-
-// IsInvalidTokenChallenge reports whether resp is a 401 whose Bearer
-// challenge says error="invalid_token" (RFC 6750 §3.1): the token sent is
-// expired or revoked, and a refresh may cure it. Providers configured with
-// refresh_on_invalid_token refresh on exactly these.
-func IsInvalidTokenChallenge(resp *http.Response) bool {
-	if resp.StatusCode != http.StatusUnauthorized {
-		return false
-	}
-	c, ok := mcpauth.BearerChallenge(resp.Header)
-	return ok && c.Params["error"] == "invalid_token"
-}
-
 // MCPConnection returns the MCP binding of connection id, or nil when it is
 // not an MCP connection.
 func (b *Broker) MCPConnection(ctx context.Context, id string) (*store.MCP, error) {

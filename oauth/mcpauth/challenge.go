@@ -98,3 +98,4 @@ func parseParams(s string, into map[string]string) string {
 		into[strings.ToLower(name)] = value
 	}
 }
+

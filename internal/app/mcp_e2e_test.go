@@ -23,6 +23,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
 	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/internal/mcptest"
+	"github.com/tokenbroker/tokenbroker/internal/pgtest"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
@@ -40,7 +41,10 @@ type mcpRig struct {
 	key   string
 }
 
-func newMCPRig(t *testing.T) *mcpRig {
+func newMCPRig(t *testing.T) *mcpRig { return newMCPRigOn(t, "") }
+
+// newMCPRigOn is newMCPRig on the PostgreSQL database dsn ("" for SQLite).
+func newMCPRigOn(t *testing.T, dsn string) *mcpRig {
 	t.Helper()
 	r := &mcpRig{t: t, clock: &fakeclock.Offset{}}
 	r.mcp = mcptest.New(t, mcptest.Options{})
@@ -58,15 +62,19 @@ func newMCPRig(t *testing.T) *mcpRig {
 	}
 	r.base = "http://" + ln.Addr().String()
 	dir := t.TempDir()
+	database := "sqlite:" + dir + "/tokenbroker.db"
+	if dsn != "" {
+		database = dsn
+	}
 	cfg := fmt.Sprintf(`listen: %[2]s
 public_url: %[3]s
 data_dir: %[1]s
-database: sqlite:%[1]s/tokenbroker.db
+database: %[4]q
 encryption_keys_file: %[1]s/keys
 log_level: debug
 mcp:
   allow_private_addresses: true
-`, dir, ln.Addr().String(), r.base)
+`, dir, ln.Addr().String(), r.base, database)
 	path := filepath.Join(dir, "tokenbroker.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -191,7 +199,11 @@ func body(t *testing.T, resp *http.Response) string {
 }
 
 func TestMCPServerEndToEnd(t *testing.T) {
-	r := newMCPRig(t)
+	t.Run("sqlite", func(t *testing.T) { testMCPServerEndToEnd(t, newMCPRig(t)) })
+	t.Run("postgres", func(t *testing.T) { testMCPServerEndToEnd(t, newMCPRigOn(t, pgtest.FreshDatabase(t))) })
+}
+
+func testMCPServerEndToEnd(t *testing.T, r *mcpRig) {
 
 	// Connect by URL alone: discovery, dynamic registration, consent.
 	sess := r.connect("m1", r.mcp.URL)

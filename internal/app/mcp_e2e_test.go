@@ -41,10 +41,11 @@ type mcpRig struct {
 	key   string
 }
 
-func newMCPRig(t *testing.T) *mcpRig { return newMCPRigOn(t, "") }
+func newMCPRig(t *testing.T) *mcpRig { return newMCPRigOn(t, "", nil) }
 
-// newMCPRigOn is newMCPRig on the PostgreSQL database dsn ("" for SQLite).
-func newMCPRigOn(t *testing.T, dsn string) *mcpRig {
+// newMCPRigOn is newMCPRig on the PostgreSQL database dsn ("" for SQLite);
+// extra, when set, adds to the config's mcp section.
+func newMCPRigOn(t *testing.T, dsn string, extra func(*mcpRig) string) *mcpRig {
 	t.Helper()
 	r := &mcpRig{t: t, clock: &fakeclock.Offset{}}
 	r.mcp = mcptest.New(t, mcptest.Options{})
@@ -75,6 +76,9 @@ log_level: debug
 mcp:
   allow_private_addresses: true
 `, dir, ln.Addr().String(), r.base, database)
+	if extra != nil {
+		cfg += extra(r)
+	}
 	path := filepath.Join(dir, "tokenbroker.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -200,7 +204,7 @@ func body(t *testing.T, resp *http.Response) string {
 
 func TestMCPServerEndToEnd(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) { testMCPServerEndToEnd(t, newMCPRig(t)) })
-	t.Run("postgres", func(t *testing.T) { testMCPServerEndToEnd(t, newMCPRigOn(t, pgtest.FreshDatabase(t))) })
+	t.Run("postgres", func(t *testing.T) { testMCPServerEndToEnd(t, newMCPRigOn(t, pgtest.FreshDatabase(t), nil)) })
 }
 
 func testMCPServerEndToEnd(t *testing.T, r *mcpRig) {
@@ -424,5 +428,31 @@ func TestMCPClientMetadataDocument(t *testing.T) {
 	if doc.ClientID != r.base+"/v1/mcp/client-metadata.json" || !slices.Equal(doc.RedirectURIs, []string{r.base + "/v1/connect/callback"}) ||
 		!slices.Contains(doc.GrantTypes, "refresh_token") {
 		t.Fatalf("document %+v", doc)
+	}
+}
+
+// A client configured for the issuer is used as it is: nothing is
+// registered, and its secret comes from the environment.
+func TestMCPConfiguredClient(t *testing.T) {
+	r := newMCPRigOn(t, "", func(r *mcpRig) string {
+		t.Setenv("MCP_TEST_CLIENT_SECRET", r.authz.ClientSecret)
+		r.authz.AddRedirectURI(r.base + "/v1/connect/callback")
+		return fmt.Sprintf("  clients:\n    - issuer: %s\n      client_id: %s\n      client_secret_env: MCP_TEST_CLIENT_SECRET\n",
+			r.authz.Issuer, r.authz.ClientID)
+	})
+	r.connect("m1", r.mcp.URL)
+	if r.authz.Registrations() != 0 {
+		t.Fatalf("%d dynamic registrations with a configured client", r.authz.Registrations())
+	}
+	reg, err := r.a.Store.(store.MCPRegistrations).GetMCPRegistration(t.Context(), r.authz.Issuer)
+	if err != nil || reg.Method != "configured" || reg.ClientID != r.authz.ClientID {
+		t.Fatalf("registration %+v, %v", reg, err)
+	}
+	if code, out := r.do(http.MethodPost, "/v1/connections/m1/refresh", nil); code != http.StatusOK {
+		t.Fatalf("refresh with the configured client: %d %v", code, out)
+	}
+	resp := r.rpc("m1", nil, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}`)
+	if b := body(t, resp); resp.StatusCode != http.StatusOK {
+		t.Fatalf("initialize: %d %.200s", resp.StatusCode, b)
 	}
 }

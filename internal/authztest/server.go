@@ -223,6 +223,11 @@ func New(t testing.TB, opts Options) *Server {
 		GrantTypes:    []string{"authorization_code", "refresh_token", "client_credentials"},
 		Scopes:        opts.Scopes,
 	}
+	if opts.Resource != "" {
+		// Tokens for the resource carry it as their audience, which fosite
+		// checks against the client's on every refresh.
+		client.Audience = []string{opts.Resource}
+	}
 	if opts.TokenEndpointAuthMethod == "" {
 		s.store.setClient(client)
 	} else {

@@ -358,6 +358,14 @@ func (b *Broker) RecordScopeNeeded(ctx context.Context, id string, scopes []stri
 
 var errUnchanged = errors.New("broker: unchanged")
 
+// MCPCanRevoke reports whether the authorization server of an MCP binding
+// has a revocation endpoint (RFC 7009), so that deleting the connection
+// revokes its tokens there.
+func (b *Broker) MCPCanRevoke(ctx context.Context, binding *store.MCP) bool {
+	p, _, err := b.mcpProvider(ctx, binding)
+	return err == nil && p.CanRevoke
+}
+
 // MCPConnection returns the MCP binding of connection id, or nil when it is
 // not an MCP connection.
 func (b *Broker) MCPConnection(ctx context.Context, id string) (*store.MCP, error) {

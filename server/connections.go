@@ -347,6 +347,8 @@ func (s *Server) deleteConnection(w http.ResponseWriter, r *http.Request) {
 		}
 		s.log.WarnContext(r.Context(), "connection deleted; revocation at the provider failed",
 			"connection", id, "code", out.RevocationError)
+	} else if mb, ok := s.broker.(MCPBroker); ok && c.MCP != nil {
+		out.Revoked = mb.MCPCanRevoke(r.Context(), c.MCP)
 	} else if p, ok := s.broker.Provider(c.Provider); ok && p.CanRevoke {
 		out.Revoked = true
 	}

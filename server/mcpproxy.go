@@ -20,6 +20,8 @@ type MCPBroker interface {
 	MCPConnection(ctx context.Context, id string) (*store.MCP, error)
 	// RecordScopeNeeded records a step-up the server asked for.
 	RecordScopeNeeded(ctx context.Context, id string, scopes []string) (store.Connection, error)
+	// MCPCanRevoke tells the delete route whether deleting revoked.
+	MCPCanRevoke(ctx context.Context, binding *store.MCP) bool
 }
 
 var _ MCPBroker = (*broker.Broker)(nil)

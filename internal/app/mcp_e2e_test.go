@@ -350,6 +350,17 @@ func testMCPServerEndToEnd(t *testing.T, r *mcpRig) {
 	if r.authz.Registrations() != 1 {
 		t.Fatalf("step-up registered again: %d", r.authz.Registrations())
 	}
+
+	// Deleting a connection revokes its grant at the issuer (RFC 7009).
+	_, tok = r.do(http.MethodGet, "/v1/connections/m2/token", nil)
+	m2 := tok["access_token"].(string)
+	code, del := r.do(http.MethodDelete, "/v1/connections/m2", nil)
+	if code != http.StatusOK || del["revoked"] != true {
+		t.Fatalf("DELETE m2: %d %v", code, del)
+	}
+	if r.authz.Active(t, m2) {
+		t.Fatal("the deleted connection's token is still active at the issuer")
+	}
 }
 
 // A server whose authorization server's metadata names another issuer is

@@ -377,6 +377,16 @@ func TestMCPIssuerMismatchRefused(t *testing.T) {
 	if r.authz.Registrations() != 0 {
 		t.Fatal("registered with a mismatched issuer")
 	}
+	// A connection to one MCP server never takes a grant for another.
+	r.connect("m1", r.mcp.URL)
+	code, out = r.do(http.MethodPost, "/v1/connect-sessions", map[string]any{"connection_id": "m1", "mcp_server_url": bad.URL})
+	if code != http.StatusConflict {
+		t.Fatalf("m1 for another server: %d %v", code, out)
+	}
+	code, out = r.do(http.MethodPost, "/v1/connect-sessions", map[string]any{"connection_id": "m1", "provider": "acme", "mcp_server_url": r.mcp.URL})
+	if code != http.StatusBadRequest {
+		t.Fatalf("provider and mcp_server_url: %d %v", code, out)
+	}
 	// Without allow_private_addresses a loopback server is refused too;
 	// this rig allows it, so check the message a bad URL gets instead.
 	code, out = r.do(http.MethodPost, "/v1/connect-sessions", map[string]any{"connection_id": "bad", "mcp_server_url": "ftp://127.0.0.1/mcp"})

@@ -440,3 +440,52 @@ func withGrantedScopes(binding *store.MCP, granted string) *store.MCP {
 	}
 	return &m
 }
+
+// mcpLazyProvider is the provider of an MCP connection as the refresh
+// path sees it: the MCP policy, and an endpoint that reads the issuer's
+// registration only when a token request is actually made, so that
+// serving a valid token costs no extra read.
+func (b *Broker) mcpLazyProvider(binding *store.MCP) (Provider, error) {
+	if b.mcp == nil {
+		return Provider{}, &oauth.Error{Op: "refresh", Code: "provider_not_configured", Kind: oauth.KindTransient,
+			Description: "MCP connections are not enabled (config mcp)"}
+	}
+	p := b.providers[store.ProviderMCP]
+	p.Endpoint = lazyMCPEndpoint{b: b, binding: *binding}
+	// Revoke is a no-op at an issuer without a revocation endpoint.
+	p.CanRevoke = true
+	return p, nil
+}
+
+type lazyMCPEndpoint struct {
+	b       *Broker
+	binding store.MCP
+}
+
+func (e lazyMCPEndpoint) resolve(ctx context.Context) (Provider, *mcpEndpoint, error) {
+	return e.b.mcpProvider(ctx, &e.binding)
+}
+
+func (e lazyMCPEndpoint) Refresh(ctx context.Context, refreshToken string) (*oauth.Token, error) {
+	_, ep, err := e.resolve(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ep.Refresh(ctx, refreshToken)
+}
+
+func (e lazyMCPEndpoint) Introspect(ctx context.Context, token, hint string) (*oauth.Introspection, error) {
+	_, ep, err := e.resolve(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ep.Introspect(ctx, token, hint)
+}
+
+func (e lazyMCPEndpoint) Revoke(ctx context.Context, token, hint string) error {
+	p, ep, err := e.resolve(ctx)
+	if err != nil || !p.CanRevoke {
+		return err
+	}
+	return ep.Revoke(ctx, token, hint)
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -154,21 +155,34 @@ func (b *Broker) ensureRegistration(ctx context.Context, issuer string, md *oaut
 		c, configured := m.opts.Clients[issuer]
 		return r.RedirectURI == m.opts.RedirectURI && (!configured || r.ClientID == c.ClientID)
 	}
+	sm := storedMetadata{Issuer: md.Issuer, AuthorizationEndpoint: md.AuthorizationEndpoint,
+		TokenEndpoint: md.TokenEndpoint, RevocationEndpoint: md.RevocationEndpoint,
+		RegistrationEndpoint: md.RegistrationEndpoint, ScopesSupported: md.ScopesSupported}
+	if len(sm.ScopesSupported) == 0 {
+		sm.ScopesSupported = nil // as it reads back
+	}
+	raw, err := json.Marshal(sm)
+	if err != nil {
+		return store.MCPRegistration{}, err
+	}
+	// A registration that fits keeps its client, with the metadata just
+	// discovered: refreshes use the endpoints the server publishes now.
+	current := func(r store.MCPRegistration) (store.MCPRegistration, error) {
+		var old storedMetadata
+		if json.Unmarshal(r.Metadata, &old) == nil && reflect.DeepEqual(old, sm) {
+			return r, nil
+		}
+		r.Metadata = raw
+		return m.regs.PutMCPRegistration(ctx, r)
+	}
 	if r, err := m.regs.GetMCPRegistration(ctx, issuer); err == nil && fits(r) {
-		return r, nil
+		return current(r)
 	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return store.MCPRegistration{}, err
 	}
 	v, err, _ := m.group.Do(issuer, func() (any, error) {
 		if r, err := m.regs.GetMCPRegistration(ctx, issuer); err == nil && fits(r) {
-			return r, nil
-		}
-		sm := storedMetadata{Issuer: md.Issuer, AuthorizationEndpoint: md.AuthorizationEndpoint,
-			TokenEndpoint: md.TokenEndpoint, RevocationEndpoint: md.RevocationEndpoint,
-			RegistrationEndpoint: md.RegistrationEndpoint, ScopesSupported: md.ScopesSupported}
-		raw, err := json.Marshal(sm)
-		if err != nil {
-			return nil, err
+			return current(r)
 		}
 		reg := store.MCPRegistration{Issuer: issuer, RedirectURI: m.opts.RedirectURI, Metadata: raw}
 		var secret string

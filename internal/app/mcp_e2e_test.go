@@ -24,6 +24,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
 	"github.com/tokenbroker/tokenbroker/internal/mcptest"
 	"github.com/tokenbroker/tokenbroker/internal/pgtest"
+	"github.com/tokenbroker/tokenbroker/seal"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
@@ -33,6 +34,7 @@ import (
 // server's resource and rotates refresh tokens with reuse detection.
 type mcpRig struct {
 	t     *testing.T
+	dir   string
 	mcp   *mcptest.Server
 	authz *authztest.Server
 	clock *fakeclock.Offset
@@ -63,6 +65,7 @@ func newMCPRigOn(t *testing.T, dsn string, extra func(*mcpRig) string) *mcpRig {
 	}
 	r.base = "http://" + ln.Addr().String()
 	dir := t.TempDir()
+	r.dir = dir
 	database := "sqlite:" + dir + "/tokenbroker.db"
 	if dsn != "" {
 		database = dsn
@@ -475,5 +478,32 @@ func TestMCPConfiguredClient(t *testing.T) {
 	resp := r.rpc("m1", nil, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"e2e","version":"1"}}}`)
 	if b := body(t, resp); resp.StatusCode != http.StatusOK {
 		t.Fatalf("initialize: %d %.200s", resp.StatusCode, b)
+	}
+}
+
+// A key rotation re-encrypts the MCP client secrets too: after it the old
+// key is not needed, and refreshes still authenticate.
+func TestMCPKeyRotationReseals(t *testing.T) {
+	r := newMCPRig(t)
+	r.connect("m1", r.mcp.URL)
+	newKey, err := seal.Rotate(filepath.Join(r.dir, "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.a.Keys.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.a.Broker.Reseal(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := r.a.Store.(store.SealedKeys).SealedKeyIDs(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 1 || ids[newKey] == 0 {
+		t.Fatalf("after reseal the data names keys %v, want only %s", ids, newKey)
+	}
+	if code, out := r.do(http.MethodPost, "/v1/connections/m1/refresh", nil); code != http.StatusOK {
+		t.Fatalf("refresh after rotation: %d %v", code, out)
 	}
 }

@@ -5,14 +5,13 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/tokenbroker/tokenbroker/client"
 	"github.com/tokenbroker/tokenbroker/oauth"
 	"github.com/tokenbroker/tokenbroker/oauth/mcpauth"
 )
 
 // Discover an MCP server's authorization server, register a client there,
-// and keep a token bound to the server: every refresh the TokenSource makes
-// carries the server's resource indicator.
+// and keep a token bound to the server: every token request the endpoint
+// makes carries the server's resource indicator.
 func Example() {
 	ctx := context.Background()
 	opts := mcpauth.Options{} // public hosts only, https only
@@ -37,14 +36,13 @@ func Example() {
 		return
 	}
 	// ... run the authorization code flow with ep.AuthCodeURL (add
-	// resource=d.Resource to its extra parameters) and ep.Exchange, then:
-	ts, err := client.NewTokenSource(client.Config{
-		Refresher: ep,
-		Token:     &oauth.Token{RefreshToken: os.Getenv("MCP_REFRESH_TOKEN")},
-	})
+	// resource=d.Resource to its extra parameters) and ep.Exchange. Every
+	// refresh carries the resource; a client.TokenSource built on ep
+	// (Refresher: ep) keeps the token fresh the same way.
+	tok, err := ep.Refresh(ctx, os.Getenv("MCP_REFRESH_TOKEN"))
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	_ = ts
+	_ = tok
 }

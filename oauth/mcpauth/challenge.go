@@ -98,4 +98,3 @@ func parseParams(s string, into map[string]string) string {
 		into[strings.ToLower(name)] = value
 	}
 }
-

@@ -37,7 +37,7 @@ mcp:
 		{"mcp:\n  clients:\n    - issuer: not-a-url\n      client_id: tb\n", "mcp.clients[0].issuer"},
 		{"mcp:\n  clients:\n    - issuer: https://as.example\n", "mcp.clients[0].client_id"},
 		{"mcp:\n  clients:\n    - issuer: https://as.example\n      client_id: tb\n      client_secret_env: MCP_UNSET_SECRET\n", "MCP_UNSET_SECRET"},
-		{"mcp:\n  allow_private: true\n", "in mcp"},
+		{"mcp:\n  allow_private: true\n", "mcp.allow_private"},
 	} {
 		err := loadAndValidate(t, tc.yaml)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

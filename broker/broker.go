@@ -125,6 +125,9 @@ type Options struct {
 	// cache, which stays off until the feed is following (call
 	// FollowChanges). Nil means this broker is the store's only writer.
 	Changes store.ChangeFeed
+	// MCP enables connections to MCP servers by URL (broker/mcp.go); nil
+	// leaves them off.
+	MCP *MCPOptions
 }
 
 // EventSink hears about connection lifecycle events in-process, after the
@@ -193,6 +196,8 @@ type Broker struct {
 	// refresh token they replace is already spent.
 	unsavedMu sync.Mutex
 	unsaved   map[string]unsavedToken
+
+	mcp *mcpConnector // nil: MCP connections are off
 }
 
 // New returns a Broker.
@@ -246,6 +251,27 @@ func New(opts Options) (*Broker, error) {
 			}
 			b.limits[name] = rate.NewLimiter(rate.Limit(p.TokenRate), max(p.TokenBurst, 1))
 		}
+	}
+	if opts.MCP != nil {
+		if _, taken := b.providers[store.ProviderMCP]; taken {
+			return nil, fmt.Errorf("broker: provider name %q is reserved for MCP connections; rename the provider", store.ProviderMCP)
+		}
+		m, err := newMCPConnector(*opts.MCP, opts.Store)
+		if err != nil {
+			return nil, err
+		}
+		b.mcp = m
+		p := mcpPolicy(m.opts)
+		if p.Policy.Cooldown.Base <= 0 && p.Policy.Cooldown.Max <= 0 {
+			p.Policy.Cooldown = opts.Backoff
+		}
+		if p.Policy.GiveUpAfter <= 0 {
+			p.Policy.GiveUpAfter = opts.GiveUpAfter
+		}
+		if err := p.Policy.Validate(); err != nil {
+			return nil, fmt.Errorf("broker: MCP: %w", err)
+		}
+		b.providers[store.ProviderMCP] = p
 	}
 	if b.owner == "" {
 		var buf [8]byte

@@ -67,6 +67,11 @@ type ConnectRequest struct {
 	RedirectURL string
 	// Scopes are requested on top of the provider's configured ones.
 	Scopes []string
+	// MCPServerURL connects an MCP server known only by its URL, in place
+	// of Provider (broker/mcp.go): it is discovered and tokenbroker
+	// registers itself with its authorization server when the session is
+	// created.
+	MCPServerURL string
 }
 
 // ConnectResult is a completed flow.
@@ -189,7 +194,19 @@ func (b *Broker) CreateConnectSession(ctx context.Context, req ConnectRequest) (
 	if !ValidID(req.ConnectionID) {
 		return store.ConnectSession{}, &ValidationError{"connection_id", "must be 1-200 characters of letters, digits and . _ : @ -, starting with a letter or digit"}
 	}
-	if _, _, err := b.authCodeProvider(req.Provider); err != nil {
+	var binding *store.MCP
+	if req.MCPServerURL != "" {
+		if req.Provider != "" && req.Provider != store.ProviderMCP {
+			return store.ConnectSession{}, &ValidationError{"provider", "give either provider or mcp_server_url, not both"}
+		}
+		if b.mcp == nil {
+			return store.ConnectSession{}, &ValidationError{"mcp_server_url", "MCP connections are not enabled on this server (public_url and the mcp config section)"}
+		}
+		if len(req.MCPServerURL) > 2048 {
+			return store.ConnectSession{}, &ValidationError{"mcp_server_url", "is longer than 2048 bytes"}
+		}
+		req.Provider = store.ProviderMCP
+	} else if _, _, err := b.authCodeProvider(req.Provider); err != nil {
 		return store.ConnectSession{}, err
 	}
 	if req.RedirectURL != "" {
@@ -202,6 +219,13 @@ func (b *Broker) CreateConnectSession(ctx context.Context, req ConnectRequest) (
 	}
 	if err := b.checkOwner(ctx, req.ConnectionID, req.Provider); err != nil {
 		return store.ConnectSession{}, err
+	}
+	scopes := slices.Clone(req.Scopes)
+	if req.MCPServerURL != "" {
+		var err error
+		if binding, scopes, err = b.prepareMCPSession(ctx, req); err != nil {
+			return store.ConnectSession{}, err
+		}
 	}
 	id, err := newSessionID()
 	if err != nil {
@@ -220,7 +244,8 @@ func (b *Broker) CreateConnectSession(ctx context.Context, req ConnectRequest) (
 		ConnectionID: req.ConnectionID,
 		Provider:     req.Provider,
 		RedirectURL:  req.RedirectURL,
-		Scopes:       slices.Clone(req.Scopes),
+		Scopes:       scopes,
+		MCP:          binding,
 		ExpiresAt:    now.Add(ConnectSessionTTL),
 		CreatedAt:    now,
 	}
@@ -266,13 +291,16 @@ func (b *Broker) BeginConnect(ctx context.Context, sessionID, redirectURI string
 	if !b.now().Before(s.ExpiresAt) {
 		return "", ErrConnectSessionExpired
 	}
-	p, ep, err := b.authCodeProvider(s.Provider)
+	p, ep, err := b.sessionProvider(ctx, s)
 	if err != nil {
 		return "", err
 	}
 	extra := url.Values{}
 	for k, v := range p.AuthParams {
 		extra.Set(k, v)
+	}
+	if s.MCP != nil {
+		extra.Set("resource", s.MCP.Resource) // RFC 8707 §2.1
 	}
 	authURL, err := ep.AuthCodeURL(ctx, state, redirectURI, challenge, mergeScopes(p.Scopes, s.Scopes), extra)
 	if err != nil {
@@ -337,7 +365,7 @@ func (b *Broker) CompleteConnectResponse(ctx context.Context, resp Authorization
 	if err != nil {
 		return res, fmt.Errorf("broker: connect session of %q: cannot decrypt the PKCE verifier: %w", s.ConnectionID, err)
 	}
-	_, ep, err := b.authCodeProvider(s.Provider)
+	_, ep, err := b.sessionProvider(ctx, s)
 	if err != nil {
 		return res, err
 	}
@@ -363,7 +391,7 @@ func (b *Broker) CompleteConnectResponse(ctx context.Context, resp Authorization
 			tok.Scope = strings.Join(mergeScopes(p.Scopes, s.Scopes), " ")
 		}
 	}
-	c, reconnected, err := b.saveGrant(context.WithoutCancel(ctx), s.ConnectionID, s.Provider, "", tok, nil, false)
+	c, reconnected, err := b.saveGrant(context.WithoutCancel(ctx), s.ConnectionID, s.Provider, "", tok, nil, false, s.MCP)
 	if err != nil {
 		return res, err
 	}
@@ -381,19 +409,25 @@ func (b *Broker) CompleteConnectResponse(ctx context.Context, resp Authorization
 // Returns a *ValidationError for bad input and an error wrapping
 // ErrProviderMismatch when id belongs to another provider.
 func (b *Broker) ConnectWithToken(ctx context.Context, id, provider string, tok *oauth.Token) (store.Connection, error) {
-	c, _, err := b.saveGrant(ctx, id, provider, "", tok, nil, false)
+	c, _, err := b.saveGrant(ctx, id, provider, "", tok, nil, false, nil)
 	return c, err
 }
 
 // saveGrant creates connection id from a fresh grant, or (unless
 // createOnly) replaces an existing connection's tokens with it.
-func (b *Broker) saveGrant(ctx context.Context, id, provider, grant string, tok *oauth.Token, metadata json.RawMessage, createOnly bool) (store.Connection, bool, error) {
+//
+// binding is the MCP server of an MCP connection (nil otherwise); needed
+// scopes the new grant covers are cleared from it.
+func (b *Broker) saveGrant(ctx context.Context, id, provider, grant string, tok *oauth.Token, metadata json.RawMessage, createOnly bool, binding *store.MCP) (store.Connection, bool, error) {
 	if !ValidID(id) {
 		return store.Connection{}, false, &ValidationError{"id", "must be 1-200 characters of letters, digits and . _ : @ -, starting with a letter or digit"}
 	}
 	p, ok := b.providers[provider]
 	if !ok {
 		return store.Connection{}, false, b.unknownProvider(provider)
+	}
+	if (provider == store.ProviderMCP) != (binding != nil) {
+		return store.Connection{}, false, &ValidationError{"provider", "MCP connections are made by a connect session with mcp_server_url"}
 	}
 	if tok == nil || tok.AccessToken == "" {
 		return store.Connection{}, false, &ValidationError{"access_token", "the provider issued no access token"}
@@ -409,7 +443,12 @@ func (b *Broker) saveGrant(ctx context.Context, id, provider, grant string, tok 
 		if metadata != nil {
 			c.Metadata = metadata
 		}
-		return b.land(c, lifecycle.Granted, tok, p, now)
+		c, err := b.land(c, lifecycle.Granted, tok, p, now)
+		if err != nil {
+			return c, err
+		}
+		c.MCP = withGrantedScopes(binding, c.Scope)
+		return c, nil
 	}
 
 	c, err := fill(store.Connection{ID: id, Provider: provider})
@@ -538,7 +577,7 @@ func (b *Broker) CreateClientCredentialsConnection(ctx context.Context, in Clien
 	if tok.Scope == "" {
 		tok.Scope = strings.Join(scopes, " ")
 	}
-	c, _, err := b.saveGrant(ctx, in.ID, in.Provider, store.GrantClientCredentials, tok, in.Metadata, true)
+	c, _, err := b.saveGrant(ctx, in.ID, in.Provider, store.GrantClientCredentials, tok, in.Metadata, true, nil)
 	return c, err
 }
 

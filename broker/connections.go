@@ -165,7 +165,7 @@ func (b *Broker) ReimportConnection(ctx context.Context, in Import) (c store.Con
 	if _, err := b.validateImport(&in); err != nil {
 		return store.Connection{}, false, err
 	}
-	c, replaced, err := b.saveGrant(ctx, in.ID, in.Provider, "", in.token(b.now()), in.Metadata, false)
+	c, replaced, err := b.saveGrant(ctx, in.ID, in.Provider, "", in.token(b.now()), in.Metadata, false, nil)
 	return c, !replaced, err
 }
 
@@ -218,7 +218,8 @@ func (b *Broker) DeleteConnection(ctx context.Context, id string) (revokeErr err
 	}
 	defer b.releaseLease(id, owner) // a no-op once the row is gone, unless the delete failed
 	c := *cp
-	if p, ok := b.providers[c.Provider]; ok && p.CanRevoke {
+	// b.provider: an MCP connection revokes at its own issuer.
+	if p, err := b.provider(&c); err == nil && p.CanRevoke {
 		revokeErr = b.revoke(ctx, p, &c)
 	}
 	deleted := []Event{b.event(EventDeleted, &c, "")}

@@ -32,7 +32,8 @@ func (b *Broker) Reseal(ctx context.Context) (int, error) {
 			}
 		}
 		if page.NextAfter == "" {
-			return n, nil
+			m, err := b.resealMCPRegistrations(ctx)
+			return n + m, err
 		}
 		after = page.NextAfter
 	}
@@ -55,4 +56,41 @@ func (b *Broker) resealOne(ctx context.Context, id string) error {
 		return old, nil, nil
 	})
 	return err
+}
+
+// resealMCPRegistrations re-encrypts the MCP client secrets (broker/mcp.go)
+// under the primary key, when the store keeps registrations. A
+// registration replaced meanwhile was sealed under the primary key already
+// and is left alone.
+func (b *Broker) resealMCPRegistrations(ctx context.Context) (int, error) {
+	regs, ok := b.store.(store.MCPRegistrations)
+	if !ok {
+		return 0, nil
+	}
+	list, err := regs.ListMCPRegistrations(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range list {
+		if len(r.ClientSecret) == 0 {
+			continue
+		}
+		plain, err := b.sealer.Open(r.ClientSecret, registrationAAD(r.Issuer))
+		if err != nil {
+			return n, fmt.Errorf("broker: reseal MCP client secret of %s: %w", r.Issuer, err)
+		}
+		sealed, err := b.sealer.Seal(plain, registrationAAD(r.Issuer))
+		if err != nil {
+			return n, fmt.Errorf("broker: reseal MCP client secret of %s: %w", r.Issuer, err)
+		}
+		switch err := regs.ResealMCPRegistration(ctx, r.Issuer, r.ClientID, sealed); {
+		case err == nil:
+			n++
+		case errors.Is(err, store.ErrNotFound):
+		default:
+			return n, fmt.Errorf("broker: reseal MCP client secret of %s: %w", r.Issuer, err)
+		}
+	}
+	return n, nil
 }

@@ -81,6 +81,11 @@ func (b *Broker) RefreshIfDue(ctx context.Context, id string) error {
 }
 
 func (b *Broker) provider(c *store.Connection) (Provider, error) {
+	if c.MCP != nil {
+		// An MCP connection's endpoint is its own: its registration and
+		// resource (broker/mcp.go), looked up only when it is called.
+		return b.mcpLazyProvider(c.MCP)
+	}
 	p, ok := b.providers[c.Provider]
 	if !ok {
 		// The provider was removed from the config after the connection was

@@ -87,6 +87,7 @@ type Config struct {
 	Audit       AuditConfig
 	Security    SecurityConfig
 	Shutdown    ShutdownConfig
+	MCP         MCPConfig
 
 	// src says where each value came from, for error messages.
 	src *source
@@ -102,6 +103,54 @@ type ShutdownConfig struct {
 	// /readyz starts failing, so load balancers stop sending traffic
 	// before the listener closes. Default 0.
 	DrainDelay time.Duration
+}
+
+// MCPConfig governs connections to MCP servers known only by URL
+// (docs/mcp.md).
+type MCPConfig struct {
+	// AllowPrivateAddresses lets tokenbroker reach MCP servers and their
+	// authorization servers on loopback and private networks, and over
+	// plain http on loopback. Off by default: a URL a user gives must not
+	// be a way into tokenbroker's own network.
+	AllowPrivateAddresses bool `yaml:"allow_private_addresses"`
+	// Clients are clients registered by hand at authorization servers of
+	// MCP servers, used instead of registering dynamically.
+	Clients []MCPClientConfig `yaml:"clients"`
+}
+
+// MCPClientConfig is a client registered by hand at one authorization
+// server. The secret comes from an environment variable or a file, never
+// from the config file.
+type MCPClientConfig struct {
+	Issuer           string `yaml:"issuer"`
+	ClientID         string `yaml:"client_id"`
+	ClientSecretEnv  string `yaml:"client_secret_env"`
+	ClientSecretFile string `yaml:"client_secret_file"`
+	// TokenEndpointAuthMethod: client_secret_basic, client_secret_post or
+	// none; empty picks by whether there is a secret.
+	TokenEndpointAuthMethod string `yaml:"token_endpoint_auth_method"`
+}
+
+// Secret reads the client's secret from its environment variable or file;
+// "" when it has neither (a public client).
+func (c MCPClientConfig) Secret(lookupEnv func(string) (string, bool)) (string, error) {
+	switch {
+	case c.ClientSecretEnv != "" && c.ClientSecretFile != "":
+		return "", fmt.Errorf("mcp.clients[%s]: set only one of client_secret_env and client_secret_file", c.Issuer)
+	case c.ClientSecretEnv != "":
+		v, ok := lookupEnv(c.ClientSecretEnv)
+		if !ok || v == "" {
+			return "", fmt.Errorf("mcp.clients[%s]: environment variable %s is not set", c.Issuer, c.ClientSecretEnv)
+		}
+		return v, nil
+	case c.ClientSecretFile != "":
+		b, err := os.ReadFile(c.ClientSecretFile)
+		if err != nil {
+			return "", fmt.Errorf("mcp.clients[%s]: client_secret_file: %w", c.Issuer, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return "", nil
 }
 
 // ProxyConfig tunes the API proxy.
@@ -179,12 +228,14 @@ type ProviderConfig struct {
 
 	RefreshWindow string `yaml:"refresh_window,omitempty"`
 	// RefreshOn replaces the inherited list when set; [] means never.
-	RefreshOn            []int  `yaml:"refresh_on,omitempty"`
-	DefaultExpiresIn     string `yaml:"default_expires_in,omitempty"`
-	RefreshTokenLifetime string `yaml:"refresh_token_lifetime,omitempty"`
-	RefreshIdleTimeout   string `yaml:"refresh_idle_timeout,omitempty"`
-	Rotation             string `yaml:"rotation,omitempty"`
-	RotationGrace        string `yaml:"rotation_grace,omitempty"`
+	RefreshOn []int `yaml:"refresh_on,omitempty"`
+	// RefreshOnInvalidToken: see provider.Profile.
+	RefreshOnInvalidToken *bool  `yaml:"refresh_on_invalid_token,omitempty"`
+	DefaultExpiresIn      string `yaml:"default_expires_in,omitempty"`
+	RefreshTokenLifetime  string `yaml:"refresh_token_lifetime,omitempty"`
+	RefreshIdleTimeout    string `yaml:"refresh_idle_timeout,omitempty"`
+	Rotation              string `yaml:"rotation,omitempty"`
+	RotationGrace         string `yaml:"rotation_grace,omitempty"`
 	// BadRequestTransient overrides the inherited profile's when set.
 	BadRequestTransient *bool `yaml:"bad_request_transient,omitempty"`
 
@@ -217,6 +268,7 @@ type fileConfig struct {
 	Audit              fileAudit        `yaml:"audit"`
 	Security           fileSecurity     `yaml:"security"`
 	Shutdown           fileShutdown     `yaml:"shutdown"`
+	MCP                MCPConfig        `yaml:"mcp"`
 }
 
 type fileShutdown struct {
@@ -449,6 +501,7 @@ func (c *Config) decode(file string, data []byte, lookup func(string) (string, b
 	parseDur("shutdown.drain_delay", f.Shutdown.DrainDelay, &c.Shutdown.DrainDelay)
 	c.decodeSecurity(f, parseDur)
 	c.Scheduler.Disabled = f.Scheduler.Disabled
+	c.MCP = f.MCP
 	c.Scheduler.Concurrency, c.Scheduler.BatchSize = f.Scheduler.Concurrency, f.Scheduler.BatchSize
 	if f.Proxy.MaxReplayBody != "" {
 		n, err := parseSize(f.Proxy.MaxReplayBody)
@@ -515,7 +568,7 @@ func yamlErrors(src *source, te *yaml.TypeError) []error {
 // names in its messages.
 var knownFields = func() map[string][]string {
 	out := map[string][]string{}
-	for _, v := range []any{fileConfig{}, ProviderConfig{}, fileProxy{}, fileRefresh{}, WebhooksConfig{}, WebhookConfig{}, fileScheduler{}, fileShutdown{}, fileAudit{}, fileSecurity{}} {
+	for _, v := range []any{fileConfig{}, ProviderConfig{}, fileProxy{}, fileRefresh{}, WebhooksConfig{}, WebhookConfig{}, fileScheduler{}, fileShutdown{}, fileAudit{}, fileSecurity{}, MCPConfig{}, MCPClientConfig{}} {
 		t := reflect.TypeOf(v)
 		var names []string
 		for i := range t.NumField() {
@@ -658,6 +711,27 @@ func (c *Config) Validate() error {
 		}
 	case listenOK:
 		bad("public_url", "required")
+	}
+	seenIssuer := map[string]bool{}
+	for i, mc := range c.MCP.Clients {
+		path := fmt.Sprintf("mcp.clients[%d]", i)
+		if u, err := url.Parse(mc.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad(path+".issuer", "%q is not an http(s) issuer URL", mc.Issuer)
+		} else if seenIssuer[mc.Issuer] {
+			bad(path+".issuer", "%q is listed twice", mc.Issuer)
+		}
+		seenIssuer[mc.Issuer] = true
+		if strings.TrimSpace(mc.ClientID) == "" {
+			bad(path+".client_id", "required")
+		}
+		if _, err := mc.Secret(os.LookupEnv); err != nil {
+			errs = append(errs, err)
+		}
+		switch mc.TokenEndpointAuthMethod {
+		case "", "client_secret_basic", "client_secret_post", "none":
+		default:
+			bad(path+".token_endpoint_auth_method", "%q is not client_secret_basic, client_secret_post or none", mc.TokenEndpointAuthMethod)
+		}
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		bad("log_level", "%q is not one of debug, info, warn, error", c.LogLevel)
@@ -925,6 +999,9 @@ func (pc ProviderConfig) merge(builtins map[string]provider.Profile) (provider.P
 	}
 	if pc.RefreshOn != nil {
 		p.RefreshOn = slices.Clone(pc.RefreshOn)
+	}
+	if pc.RefreshOnInvalidToken != nil {
+		p.RefreshOnInvalidToken = *pc.RefreshOnInvalidToken
 	}
 	if pc.BadRequestTransient != nil {
 		p.BadRequestTransient = *pc.BadRequestTransient

@@ -59,6 +59,11 @@ type Metadata struct {
 	// its authorization responses (RFC 9207 §3), so one without it is
 	// refused.
 	AuthorizationResponseIssParameterSupported bool
+	// ClientIDMetadataDocumentSupported: the server accepts an https URL
+	// as client_id and fetches the client's metadata from it (OAuth
+	// Client ID Metadata Document, as the MCP authorization specification
+	// of 2025-11-25 uses it).
+	ClientIDMetadataDocumentSupported bool
 }
 
 func (m *Metadata) clone() *Metadata {
@@ -278,6 +283,7 @@ type metadataDocument struct {
 	IntrospectionEndpointAuthMethodsSupported  lenientList `json:"introspection_endpoint_auth_methods_supported"`
 	RevocationEndpointAuthMethodsSupported     lenientList `json:"revocation_endpoint_auth_methods_supported"`
 	AuthorizationResponseIssParameterSupported lenientBool `json:"authorization_response_iss_parameter_supported"`
+	ClientIDMetadataDocumentSupported          bool        `json:"client_id_metadata_document_supported"`
 }
 
 // lenientBool is a JSON boolean; anything else reads as false.
@@ -309,6 +315,28 @@ func (l *lenientList) UnmarshalJSON(b []byte) error {
 	*l = nil
 	return nil
 }
+
+// FetchMetadata fetches one authorization server metadata document from
+// docURL with client, without caching, and checks that it names exactly
+// issuer (RFC 8414 §3.3). Callers that must try well-known locations of
+// their own (the MCP authorization specification adds OpenID Connect path
+// insertion) use it; everyone else uses [DiscoveryCache.Get]. Failures are
+// [*Error]s: [CodeIssuerMismatch], [CodeInvalidResponse], or the server's
+// error status.
+func FetchMetadata(ctx context.Context, client *http.Client, docURL, issuer string) (*Metadata, error) {
+	if err := checkIssuer(issuer); err != nil {
+		return nil, fmt.Errorf("oauth: discovery: issuer: %w", err)
+	}
+	if client == nil {
+		client = &http.Client{Timeout: DefaultHTTPTimeout}
+	}
+	return (&DiscoveryCache{}).fetchDocument(ctx, client, docURL, issuer)
+}
+
+// DocumentMissing reports whether err, from [FetchMetadata], means that no
+// metadata document is at that URL (so the next well-known location is
+// worth trying), rather than a server in trouble or an issuer mismatch.
+func DocumentMissing(err error) bool { return documentMissing(err) }
 
 func (c *DiscoveryCache) fetchDocument(ctx context.Context, client *http.Client, docURL, issuer string) (*Metadata, error) {
 	const op = "discovery"

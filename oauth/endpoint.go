@@ -55,6 +55,14 @@ type Config struct {
 	DefaultExpiresIn time.Duration
 	// Retry governs retries of transient failures.
 	Retry Backoff
+	// TokenParams are added to every grant this Endpoint posts to the
+	// token endpoint (authorization code, refresh, client credentials).
+	// An MCP client sets "resource" here (RFC 8707 §2.2): the token must
+	// stay bound to the MCP server on the code exchange and on every
+	// refresh, and a refresh that drops it may get a token for any
+	// audience. Parameters of the grant itself and client credentials may
+	// not be set here. See docs/mcp.md.
+	TokenParams url.Values
 
 	// HTTPClient sends the requests. Default: a client with a
 	// [DefaultHTTPTimeout] timeout.
@@ -132,6 +140,12 @@ func NewEndpoint(cfg Config) (*Endpoint, error) {
 	}
 	if err := cfg.Retry.validate(); err != nil {
 		return nil, err
+	}
+	for k := range cfg.TokenParams {
+		switch k {
+		case "grant_type", "code", "redirect_uri", "code_verifier", "refresh_token", "client_id", "client_secret":
+			return nil, fmt.Errorf("oauth: config: TokenParams may not set %q", k)
+		}
 	}
 
 	e := &Endpoint{
@@ -315,6 +329,9 @@ func (e *Endpoint) AuthCodeURL(ctx context.Context, state, redirectURI, codeChal
 
 // tokenRequest posts a grant to the token endpoint and parses the answer.
 func (e *Endpoint) tokenRequest(ctx context.Context, op string, form url.Values) (*Token, error) {
+	for k, vs := range e.cfg.TokenParams {
+		form[k] = append([]string(nil), vs...)
+	}
 	tokenURL, err := e.resolve(ctx, e.cfg.TokenURL, func(m *Metadata) string { return m.TokenEndpoint })
 	if err != nil {
 		return nil, err

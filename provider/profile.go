@@ -96,6 +96,12 @@ type Profile struct {
 	// is stale: refresh and retry once. nil means [DefaultRefreshOn]; an
 	// empty, non-nil slice means never.
 	RefreshOn []int `yaml:"refresh_on,omitempty"`
+	// RefreshOnInvalidToken narrows refresh_on's 401 to what RFC 6750
+	// §3.1 says a stale token gets: a 401 whose WWW-Authenticate challenge
+	// says error="invalid_token". Other 401s, and a 403 insufficient_scope
+	// (which a refresh cannot cure), go back to the caller untouched. MCP
+	// servers are always treated this way (docs/mcp.md).
+	RefreshOnInvalidToken bool `yaml:"refresh_on_invalid_token,omitempty"`
 	// DefaultExpiresIn is the access token lifetime assumed when a token
 	// response carries no expires_in. Zero: the lifetime stays unknown.
 	DefaultExpiresIn time.Duration `yaml:"default_expires_in,omitempty"`

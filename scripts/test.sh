@@ -60,3 +60,10 @@ if [ $# -gt 0 ]; then
 else
 	go test -race -count=1 -timeout 30m $modules
 fi
+
+# The official MCP conformance suite, tokenbroker as the client under test
+# (docs/mcp.md). Part of the full run only.
+if [ $# -eq 0 ]; then
+	echo "== MCP conformance suite"
+	scripts/mcp-conformance.sh
+fi

@@ -57,6 +57,8 @@ func TestRouteTable(t *testing.T) {
 		"POST /v1/api-keys":         accessAdmin,
 		"GET /v1/api-keys":          accessAdmin,
 		"DELETE /v1/api-keys/{key}": accessAdmin,
+		// Fetched by authorization servers of MCP servers (docs/mcp.md).
+		"GET " + ClientMetadataPath: accessPublic,
 	}
 	got := map[string]access{}
 	for _, rt := range routes() {
@@ -154,6 +156,8 @@ func TestEveryRouteRequiresKey(t *testing.T) {
 					if resp.status == http.StatusUnauthorized || resp.status == http.StatusForbidden || resp.status == http.StatusOK {
 						t.Errorf("%s %s without a key or session: status %d, want a 4xx page", method, path, resp.status)
 					}
+				case path == ClientMetadataPath && resp.status == http.StatusNotFound:
+					// Served only with a public_url, which this harness has not.
 				case resp.status != http.StatusOK:
 					t.Errorf("%s %s without a key: status %d, want 200", method, path, resp.status)
 				}

@@ -58,6 +58,9 @@ type connectSessionRequest struct {
 	Provider     string   `json:"provider"`
 	RedirectURL  string   `json:"redirect_url"`
 	Scopes       []string `json:"scopes"`
+	// MCPServerURL connects an MCP server by its URL, in place of
+	// Provider (docs/mcp.md).
+	MCPServerURL string `json:"mcp_server_url"`
 }
 
 type connectSessionView struct {
@@ -66,6 +69,8 @@ type connectSessionView struct {
 	ExpiresAt    time.Time `json:"expires_at"`
 	ConnectionID string    `json:"connection_id"`
 	Provider     string    `json:"provider"`
+	MCPServerURL string    `json:"mcp_server_url,omitempty"`
+	Scopes       []string  `json:"scopes,omitempty"`
 }
 
 // createConnectSession starts a connect flow: the answer's url is the link
@@ -95,6 +100,7 @@ func (s *Server) createConnectSession(w http.ResponseWriter, r *http.Request) {
 	}
 	sess, err := conn.CreateConnectSession(r.Context(), broker.ConnectRequest{
 		ConnectionID: req.ConnectionID, Provider: req.Provider, RedirectURL: req.RedirectURL, Scopes: req.Scopes,
+		MCPServerURL: req.MCPServerURL,
 	})
 	if errors.Is(err, broker.ErrProviderMismatch) && len(ri.apiKey.Providers) > 0 {
 		// The connection exists under a provider outside the key's scope:
@@ -104,7 +110,7 @@ func (s *Server) createConnectSession(w http.ResponseWriter, r *http.Request) {
 	}
 	if errors.Is(err, broker.ErrProviderMismatch) {
 		s.writeError(w, r, apiError{status: http.StatusConflict, code: codeAlreadyExists,
-			message: "connection " + req.ConnectionID + " exists with another provider; delete it first or choose another id"})
+			message: "connection " + req.ConnectionID + " exists with another provider or MCP server; delete it first or choose another id"})
 		return
 	}
 	if err != nil {
@@ -117,6 +123,8 @@ func (s *Server) createConnectSession(w http.ResponseWriter, r *http.Request) {
 		ExpiresAt:    sess.ExpiresAt.UTC(),
 		ConnectionID: sess.ConnectionID,
 		Provider:     sess.Provider,
+		MCPServerURL: mcpServerURL(sess.MCP),
+		Scopes:       sess.Scopes,
 	})
 }
 
@@ -337,4 +345,11 @@ func (s *Server) importClientCredentials(w http.ResponseWriter, r *http.Request,
 	}
 	w.Header().Set("Location", "/v1/connections/"+url.PathEscape(c.ID))
 	s.writeJSON(w, r, http.StatusCreated, newView(&c, true, s.now()))
+}
+
+func mcpServerURL(m *store.MCP) string {
+	if m == nil {
+		return ""
+	}
+	return m.ServerURL
 }

@@ -354,6 +354,8 @@ func (s *Server) deleteConnection(w http.ResponseWriter, r *http.Request) {
 		}
 		s.log.WarnContext(r.Context(), "connection deleted; revocation at the provider failed",
 			"connection", id, "code", out.RevocationError)
+	} else if mb, ok := s.broker.(MCPBroker); ok && c.MCP != nil {
+		out.Revoked = mb.MCPCanRevoke(r.Context(), c.MCP)
 	} else if p, ok := s.broker.Provider(c.Provider); ok && p.CanRevoke {
 		out.Revoked = true
 	}
@@ -387,6 +389,11 @@ type connectionView struct {
 	Version       int64           `json:"version"`
 	CreatedAt     *time.Time      `json:"created_at"`
 	UpdatedAt     *time.Time      `json:"updated_at"`
+	// MCPServerURL, Issuer and NeededScopes describe a connection to an
+	// MCP server (docs/mcp.md); absent for other connections.
+	MCPServerURL string   `json:"mcp_server_url,omitempty"`
+	Issuer       string   `json:"issuer,omitempty"`
+	NeededScopes []string `json:"needed_scopes,omitempty"`
 }
 
 type failureView struct {
@@ -450,6 +457,9 @@ func newView(c *store.Connection, admin bool, now time.Time) connectionView {
 	}
 	if len(c.Metadata) > 0 && json.Valid(c.Metadata) {
 		v.Metadata = c.Metadata
+	}
+	if m := c.MCP; m != nil {
+		v.MCPServerURL, v.Issuer, v.NeededScopes = m.ServerURL, m.Issuer, m.NeededScopes
 	}
 	if f := c.Failure; f != nil {
 		v.Failure = &failureView{Code: publicCode(f.Code), Attempts: f.Attempts, NextAttemptAt: timeOrNil(f.NextAttemptAt)}

@@ -68,7 +68,12 @@ func publicCode(code string) string {
 func classify(err error, admin bool) apiError {
 	var ve *broker.ValidationError
 	var oe *oauth.Error
+	var me *broker.MCPError
 	switch {
+	case errors.As(err, &me):
+		// Discovery or registration of an MCP server failed: the URL the
+		// caller gave is not usable, and the message says why.
+		return invalid(me.Error())
 	case errors.Is(err, errNoKey), errors.Is(err, errBadKey):
 		return apiError{status: http.StatusUnauthorized, code: codeUnauthenticated, message: err.Error()}
 	case errors.As(err, &ve):

@@ -15,6 +15,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/client"
 	"github.com/tokenbroker/tokenbroker/oauth"
+	"github.com/tokenbroker/tokenbroker/store"
 )
 
 // proxyPrefix is the fixed part of the proxy route's path; the connection
@@ -38,6 +39,10 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if first.Provider == store.ProviderMCP {
+		s.proxyMCP(w, r, id, first)
+		return
+	}
 	target, ok := s.targets[first.Provider]
 	if !ok {
 		s.writeError(w, r, invalid("provider "+first.Provider+" has no api_base_url"))
@@ -53,6 +58,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, invalid(err.Error()))
 		return
 	}
+	invalidToken := refreshOn == nil && target.RefreshOnInvalidToken
 	if refreshOn == nil {
 		refreshOn = target.RefreshOn // nil there too means {401}
 	}
@@ -76,11 +82,11 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 			Source:    &connectionSource{broker: s.broker, id: id, first: &first},
 			Base:      s.proxyTransport,
 			RefreshOn: refreshOn,
-			// The proxy's statuses stay its only stale signal, and a
-			// step-up challenge goes back to the caller as it came, until
-			// the proxy decides its own handling of WWW-Authenticate
-			// challenges (the MCP work).
-			IgnoreInvalidToken:    true,
+			// The provider's statuses are its stale signal, and with
+			// refresh_on_invalid_token also a challenge that says
+			// invalid_token (docs/mcp.md); a step-up challenge goes back
+			// to the caller as it came.
+			IgnoreInvalidToken:    !invalidToken,
 			PassInsufficientScope: true,
 		},
 		ModifyResponse: func(resp *http.Response) error {

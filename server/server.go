@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/tokenbroker/tokenbroker/broker"
+	"github.com/tokenbroker/tokenbroker/oauth/mcpauth"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
@@ -55,6 +56,11 @@ type ProxyTarget struct {
 	AllowResponseHeaders []string
 
 	allow map[string]bool // AllowResponseHeaders, canonical
+	// RefreshOnInvalidToken also takes an answer whose challenge says
+	// error="invalid_token" for a stale token (provider
+	// refresh_on_invalid_token; RFC 6750 §3.1); a Refresh-On request
+	// header still takes precedence.
+	RefreshOnInvalidToken bool
 }
 
 // Options configures a [Server]. Broker and Keys are required; zero values
@@ -68,6 +74,11 @@ type Options struct {
 	// ProxyTransport sends proxied requests to the providers. Default: a
 	// clone of [http.DefaultTransport].
 	ProxyTransport http.RoundTripper
+	// MCPTransport sends proxied calls to MCP servers, whose URLs came from
+	// users: it should enforce the mcp host policy
+	// (mcpauth.NewHTTPClient). Default: a transport that refuses private
+	// and loopback addresses.
+	MCPTransport http.RoundTripper
 	// MaxReplayBody is the largest proxied request body kept in memory so
 	// the request can be replayed after a refresh; larger bodies stream
 	// through once and are not retried. Default 1 MiB.
@@ -151,6 +162,7 @@ type Server struct {
 	keys           KeyStore
 	targets        map[string]ProxyTarget
 	proxyTransport http.RoundTripper
+	mcpTransport   http.RoundTripper
 	maxReplay      int64
 	maxBody        int64
 	ready          func(context.Context) error
@@ -184,6 +196,7 @@ func New(opts Options) (*Server, error) {
 		keys:           opts.Keys,
 		targets:        make(map[string]ProxyTarget, len(opts.Targets)),
 		proxyTransport: opts.ProxyTransport,
+		mcpTransport:   opts.MCPTransport,
 		maxReplay:      opts.MaxReplayBody,
 		maxBody:        opts.MaxBodyBytes,
 		ready:          opts.Ready,
@@ -218,6 +231,9 @@ func New(opts Options) (*Server, error) {
 		t.RefreshOn = append([]int(nil), t.RefreshOn...)
 		t.allow = allowSet(t.AllowResponseHeaders)
 		s.targets[name] = t
+	}
+	if s.mcpTransport == nil {
+		s.mcpTransport = mcpauth.NewHTTPClient(mcpauth.HostPolicy{}, 0, nil).Transport
 	}
 	if s.proxyTransport == nil {
 		s.proxyTransport = http.DefaultTransport.(*http.Transport).Clone()
@@ -334,6 +350,7 @@ func routes() []route {
 		{"POST /v1/connect-sessions", accessConnect, (*Server).createConnectSession, ActionConnectSession},
 		{"GET /v1/connect/{session}", accessPublic, (*Server).connectStart, ""},
 		{"GET /v1/connect/callback", accessPublic, (*Server).connectCallback, ActionConnect},
+		{"GET " + ClientMetadataPath, accessPublic, (*Server).clientMetadata, ""},
 		// Public: it describes the API and holds no secrets, and tools
 		// (code generators, API explorers) fetch it without a key.
 		{"GET /v1/openapi.json", accessPublic, (*Server).openAPI, ""},

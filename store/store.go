@@ -114,6 +114,10 @@ type Connection struct {
 	// [GrantClientCredentials]: the broker asks the token endpoint for a new
 	// token with the client's own credentials (RFC 6749 §4.4).
 	Grant string
+
+	// MCP is set on connections to MCP servers (Provider [ProviderMCP]):
+	// which server, resource and authorization server the grant is for.
+	MCP *MCP
 }
 
 // Event is a connection lifecycle event queued in the store's outbox. It
@@ -243,6 +247,7 @@ type Backend interface {
 	Scheduling
 	Outbox
 	ConnectionCounter
+	MCPRegistrations
 	SealedKeys
 	AuditLog // audit.go
 	Sessions // sessions.go
@@ -255,8 +260,9 @@ type Backend interface {
 // seal): version byte 1, key id length n, then n bytes of key id.
 type SealedKeys interface {
 	// SealedKeyIDs counts the sealed values (connections' access and
-	// refresh tokens, connect sessions' verifiers) per key id. Values that
-	// are not shaped like sealed values are not counted.
+	// refresh tokens, connect sessions' verifiers, MCP client secrets) per
+	// key id. Values that are not shaped like sealed values are not
+	// counted.
 	SealedKeyIDs(ctx context.Context) (map[string]int64, error)
 }
 
@@ -322,6 +328,10 @@ type ConnectSession struct {
 	RedirectURL string
 	// Scopes are requested on top of the provider's own.
 	Scopes []string
+	// MCP is set (and Provider is [ProviderMCP]) for a session that
+	// connects an MCP server by its URL: the server, resource and issuer
+	// discovered when the session was created.
+	MCP *MCP
 	// StateHash is the SHA-256 of the state parameter sent to the provider
 	// when the link was opened; nil until then. Opening the link again
 	// replaces it, so only the latest authorization request can complete.

@@ -40,7 +40,7 @@ const (
 // list them.
 func EventTypes() []string {
 	return []string{broker.EventCreated, broker.EventDeleted, broker.EventRefreshFailed,
-		broker.EventReauthRequired, broker.EventRecovered}
+		broker.EventReauthRequired, broker.EventRecovered, broker.EventScopeRequired}
 }
 
 // ValidEventType reports whether t is one of [EventTypes].

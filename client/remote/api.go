@@ -34,6 +34,7 @@ var (
 	opCreateConnectSess = op{"createConnectSession", http.MethodPost, "/v1/connect-sessions", false}
 	opConnectStart      = op{"openConnectLink", http.MethodGet, "/v1/connect/{session}", false}
 	opConnectCallback   = op{"connectCallback", http.MethodGet, "/v1/connect/callback", false}
+	opMCPClientMetadata = op{"mcpClientMetadata", http.MethodGet, "/v1/mcp/client-metadata.json", true}
 	opOpenAPI           = op{"getOpenAPI", http.MethodGet, "/v1/openapi.json", true}
 	opMetrics           = op{"getMetrics", http.MethodGet, "/metrics", true}
 	opHealthz           = op{"healthz", http.MethodGet, "/healthz", true}
@@ -56,7 +57,7 @@ func proxyOperations() map[string]op {
 func operations() []op {
 	ops := []op{opCreateConnection, opListConnections, opGetConnection, opPutConnection, opDeleteConnection,
 		opGetToken, opReportStale, opRefreshConnection, opCreateConnectSess, opConnectStart, opConnectCallback,
-		opOpenAPI, opMetrics, opHealthz, opReadyz,
+		opMCPClientMetadata, opOpenAPI, opMetrics, opHealthz, opReadyz,
 		opListAudit, opCreateAPIKey, opListAPIKeys, opRevokeAPIKey}
 	for _, m := range proxyMethods {
 		ops = append(ops, proxyOps[m])
@@ -166,6 +167,11 @@ func (c *Client) ConnectStartURL(session string) string {
 // providers for the connect flow (GET /v1/connect/callback); the provider
 // sends the user's browser there.
 func (c *Client) ConnectCallbackURL() string { return c.url(opConnectCallback, nil, nil) }
+
+// MCPClientMetadataURL is where the server serves its OAuth Client ID
+// Metadata Document (GET /v1/mcp/client-metadata.json), the client_id
+// authorization servers of MCP servers fetch (docs/mcp.md).
+func (c *Client) MCPClientMetadataURL() string { return c.url(opMCPClientMetadata, nil, nil) }
 
 // OpenAPI returns the server's OpenAPI document (GET /v1/openapi.json).
 func (c *Client) OpenAPI(ctx context.Context) ([]byte, error) {

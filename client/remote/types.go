@@ -71,6 +71,11 @@ type Connection struct {
 	Version               int64           `json:"version"`
 	CreatedAt             *time.Time      `json:"created_at"`
 	UpdatedAt             *time.Time      `json:"updated_at"`
+	// MCPServerURL, Issuer and NeededScopes describe a connection to an
+	// MCP server; absent for other connections.
+	MCPServerURL string   `json:"mcp_server_url,omitempty"`
+	Issuer       string   `json:"issuer,omitempty"`
+	NeededScopes []string `json:"needed_scopes,omitempty"`
 }
 
 // ConnectionList is one page of [Client.ListConnections].
@@ -113,8 +118,10 @@ type DeleteResult struct {
 
 // ConnectSessionRequest is the body of [Client.CreateConnectSession].
 type ConnectSessionRequest struct {
-	ConnectionID string   `json:"connection_id"`
-	Provider     string   `json:"provider"`
+	ConnectionID string `json:"connection_id"`
+	// Provider, or MCPServerURL to connect an MCP server by its URL.
+	Provider     string   `json:"provider,omitempty"`
+	MCPServerURL string   `json:"mcp_server_url,omitempty"`
 	RedirectURL  string   `json:"redirect_url,omitempty"`
 	Scopes       []string `json:"scopes,omitempty"`
 }
@@ -126,4 +133,6 @@ type ConnectSession struct {
 	ExpiresAt    time.Time `json:"expires_at"`
 	ConnectionID string    `json:"connection_id"`
 	Provider     string    `json:"provider"`
+	MCPServerURL string    `json:"mcp_server_url,omitempty"`
+	Scopes       []string  `json:"scopes,omitempty"`
 }

@@ -197,9 +197,9 @@ from a flag, so it stays out of shell history). Every command takes
 
 func newConnectionsCmd(c *cli) *cobra.Command {
 	var (
-		provider, status, id, file, grant, scope, scopes, metadata, redirect string
-		limit                                                                int
-		expiresIn                                                            time.Duration
+		provider, status, id, file, grant, scope, scopes, metadata, redirect, mcpServerURL string
+		limit                                                                              int
+		expiresIn                                                                          time.Duration
 	)
 	list := &cobra.Command{
 		Use:   "list [--provider P] [--status S] [--limit N]",
@@ -336,18 +336,24 @@ func newConnectionsCmd(c *cli) *cobra.Command {
 	imp.Flags().DurationVar(&expiresIn, "expires-in", 0, "the imported access token's remaining lifetime (e.g. 55m)")
 
 	link := &cobra.Command{
-		Use:   "connect-link --provider P --id ID [--redirect URL] [--scopes \"a b\"]",
+		Use:   "connect-link (--provider P | --mcp-server-url URL) --id ID [--redirect URL] [--scopes \"a b\"]",
 		Short: "a link for a person to connect (or reconnect) a connection",
 		Args:  exactArgs(0, ""),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if id == "" || provider == "" {
-				return usageErr("connections connect-link: --id and --provider are required")
+			if id == "" || (provider == "") == (mcpServerURL == "") {
+				return usageErr("connections connect-link: --id and one of --provider and --mcp-server-url are required")
 			}
 			api, err := newAPIClient()
 			if err != nil {
 				return err
 			}
-			body := map[string]any{"connection_id": id, "provider": provider}
+			body := map[string]any{"connection_id": id}
+			if provider != "" {
+				body["provider"] = provider
+			} else {
+				// An MCP server, known only by its URL (docs/mcp.md).
+				body["mcp_server_url"] = mcpServerURL
+			}
 			if redirect != "" {
 				body["redirect_url"] = redirect
 			}
@@ -375,6 +381,7 @@ func newConnectionsCmd(c *cli) *cobra.Command {
 	link.Flags().StringVar(&provider, "provider", "", "provider name")
 	link.Flags().StringVar(&redirect, "redirect", "", "where the browser goes when done (absolute http(s) URL)")
 	link.Flags().StringVar(&scopes, "scopes", "", "space-separated scopes to request on top of the provider's")
+	link.Flags().StringVar(&mcpServerURL, "mcp-server-url", "", "connect this MCP server, in place of --provider")
 
 	g := group("connections", "list, inspect, import, refresh and delete connections on a running server", list, get, imp, refresh, del, link)
 	g.Long = connectionsLong

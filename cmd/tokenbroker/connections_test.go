@@ -238,6 +238,10 @@ func TestCLIErrors(t *testing.T) {
 		{"server down", []string{"connections", "list"}, map[string]string{envURL: "http://127.0.0.1:1"}, exitFailure},
 		{"unknown provider", []string{"connections", "connect-link", "--provider", "github", "--id", "x"}, nil, exitFailure},
 		{"server refuses input", []string{"connections", "connect-link", "--provider", "nope", "--id", "x"}, nil, exitFailure},
+		{"connect-link with provider and MCP server", []string{"connections", "connect-link", "--provider", "acme", "--mcp-server-url", "https://mcp.example/mcp", "--id", "x"}, nil, exitUsage},
+		// Loopback is refused by the server's default host policy: the
+		// URL reaches the server, which says why it cannot use it.
+		{"MCP server refused", []string{"connections", "connect-link", "--mcp-server-url", "http://127.0.0.1:1/mcp", "--id", "x"}, nil, exitFailure},
 		{"unknown providers command", []string{"providers", "frob"}, nil, exitUsage},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -26,6 +26,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/metrics"
 	"github.com/tokenbroker/tokenbroker/oauth"
 	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
+	"github.com/tokenbroker/tokenbroker/oauth/mcpauth"
 	"github.com/tokenbroker/tokenbroker/provider"
 	"github.com/tokenbroker/tokenbroker/scheduler"
 	"github.com/tokenbroker/tokenbroker/server"
@@ -235,6 +236,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 				return nil, fmt.Errorf("providers[%s].api_base_url: %w", name, err)
 			}
 			targets[name] = server.ProxyTarget{BaseURL: u, RefreshOn: p.RefreshOn, AllowResponseHeaders: allowHeaders(cfg, name)}
+			if p.RefreshOnInvalidToken {
+				// A 401 is stale only when its challenge says so.
+				on := []int{}
+				for _, st := range p.RefreshOn {
+					if st != http.StatusUnauthorized {
+						on = append(on, st)
+					}
+				}
+				targets[name] = server.ProxyTarget{BaseURL: u, RefreshOn: on, RefreshOnInvalidToken: true, AllowResponseHeaders: allowHeaders(cfg, name)}
+			}
 		}
 	}
 
@@ -242,7 +253,33 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	// only while the store's change feed follows their writes; SQLite is
 	// one process's own.
 	changes, _ := st.(store.ChangeFeed)
+	mcpPolicy := mcpauth.HostPolicy{AllowPrivate: cfg.MCP.AllowPrivateAddresses}
+	mcpOpts := &broker.MCPOptions{
+		Policy:      mcpPolicy,
+		HTTPClient:  mcpauth.NewHTTPClient(mcpPolicy, 0, nil),
+		RedirectURI: cfg.PublicURL + "/v1/connect/callback",
+		// MCP servers' tokens follow the defaults, and one that states no
+		// lifetime is not taken for immortal.
+		Lifecycle: lifecycle.Policy{DefaultLifetime: FallbackExpiresIn},
+	}
+	for _, mc := range cfg.MCP.Clients {
+		secret, err := mc.Secret(os.LookupEnv)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		if mcpOpts.Clients == nil {
+			mcpOpts.Clients = map[string]broker.MCPClient{}
+		}
+		mcpOpts.Clients[mc.Issuer] = broker.MCPClient{ClientID: mc.ClientID, ClientSecret: secret,
+			TokenEndpointAuthMethod: mc.TokenEndpointAuthMethod}
+	}
+	if strings.HasPrefix(cfg.PublicURL, "https://") {
+		// A Client ID Metadata Document's URL must be https.
+		mcpOpts.ClientMetadataURL = cfg.PublicURL + server.ClientMetadataPath
+	}
 	a.Broker, err = broker.New(broker.Options{
+		MCP:            mcpOpts,
 		TokenCacheSize: TokenCacheSize,
 		Changes:        changes,
 		Store:          st,
@@ -278,6 +315,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 	proxyTransport := http.DefaultTransport.(*http.Transport).Clone()
 	proxyTransport.MaxIdleConnsPerHost = 64
 	proxyTransport.ResponseHeaderTimeout = cfg.Proxy.Timeout
+	mcpTransport := mcpauth.NewHTTPClient(mcpPolicy, 0, nil).Transport.(*http.Transport)
+	mcpTransport.ResponseHeaderTimeout = cfg.Proxy.Timeout
 	dashboard, err := newDashboard(a, cfg, log, now)
 	if err != nil {
 		st.Close()
@@ -290,6 +329,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*App, error) {
 		Keys:           st,
 		Targets:        targets,
 		ProxyTransport: traceTransport(proxyTransport, opts.TracerProvider),
+		MCPTransport:   traceTransport(mcpTransport, opts.TracerProvider),
 		MaxReplayBody:  cfg.Proxy.MaxReplayBody,
 		Ready:          a.ready,
 		Logger:         log,

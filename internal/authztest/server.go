@@ -74,6 +74,15 @@ type Options struct {
 	// ResponseIssuer adds iss to authorization responses and advertises
 	// authorization_response_iss_parameter_supported (RFC 9207).
 	ResponseIssuer bool
+	// Resource, when set, makes the server an authorization server of one
+	// protected resource (an MCP server): authorization requests, code
+	// exchanges and refreshes must carry exactly this RFC 8707 resource
+	// indicator or are refused with invalid_target, and tokens are issued
+	// with it as their audience. See mcp.go.
+	Resource string
+	// DynamicRegistration serves RFC 7591 client registration at
+	// [Server.RegistrationURL] and advertises it in the metadata.
+	DynamicRegistration bool
 }
 
 func (o *Options) setDefaults() error {
@@ -129,6 +138,9 @@ type Server struct {
 	// session objects between requests, and one-at-a-time token requests
 	// make a concurrent double spend of a refresh token deterministic.
 	fositeMu sync.Mutex
+
+	mcpOnce sync.Once
+	mcpC    *mcpCounters
 
 	tokenCalls   atomic.Int64
 	refreshCalls atomic.Int64
@@ -214,6 +226,11 @@ func New(t testing.TB, opts Options) *Server {
 		GrantTypes:    []string{"authorization_code", "refresh_token", "client_credentials"},
 		Scopes:        opts.Scopes,
 	}
+	if opts.Resource != "" {
+		// Tokens for the resource carry it as their audience, which fosite
+		// checks against the client's on every refresh.
+		client.Audience = []string{opts.Resource}
+	}
 	if opts.TokenEndpointAuthMethod == "" {
 		s.store.setClient(client)
 	} else {
@@ -224,6 +241,9 @@ func New(t testing.TB, opts Options) *Server {
 		})
 	}
 
+	if opts.DynamicRegistration {
+		mux.HandleFunc("POST "+registrationPath, s.handleRegister)
+	}
 	mux.HandleFunc(authorizePath, s.handleAuthorize)
 	mux.HandleFunc(tokenPath, s.handleToken)
 	mux.HandleFunc(introspectionPath, s.handleIntrospect)
@@ -379,6 +399,13 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.provider.WriteAuthorizeError(ctx, w, ar, err)
 		return
 	}
+	if !s.checkAuthorizeResource(r) {
+		s.provider.WriteAuthorizeError(ctx, w, ar, errInvalidTarget)
+		return
+	}
+	if s.opts.Resource != "" {
+		ar.GrantAudience(s.opts.Resource)
+	}
 	if s.deny.Load() {
 		s.provider.WriteAuthorizeError(ctx, w, ar, fosite.ErrAccessDenied.WithHint("authztest: consent denied by the test."))
 		return
@@ -408,6 +435,9 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 
 	resp := s.takeFault()
+	if resp == nil {
+		resp = s.checkTokenResource(r)
+	}
 	if resp == nil {
 		resp = s.processToken(r)
 	}
@@ -520,6 +550,7 @@ type metadata struct {
 	IntrospectionEndpointAuthMethodsSupported  []string `json:"introspection_endpoint_auth_methods_supported"`
 	RevocationEndpointAuthMethodsSupported     []string `json:"revocation_endpoint_auth_methods_supported"`
 	AuthorizationResponseIssParameterSupported bool     `json:"authorization_response_iss_parameter_supported,omitempty"`
+	RegistrationEndpoint                       string   `json:"registration_endpoint,omitempty"`
 }
 
 // handleMetadata serves RFC 8414 metadata. The OpenID Connect discovery path
@@ -544,6 +575,9 @@ func (s *Server) handleMetadata(w http.ResponseWriter, _ *http.Request) {
 		IntrospectionEndpointAuthMethodsSupported:  []string{AuthMethodBasic, AuthMethodPost},
 		RevocationEndpointAuthMethodsSupported:     methods,
 		AuthorizationResponseIssParameterSupported: s.opts.ResponseIssuer,
+	}
+	if s.opts.DynamicRegistration {
+		md.RegistrationEndpoint = s.RegistrationURL()
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(md)

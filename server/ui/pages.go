@@ -503,6 +503,16 @@ func (h *Handler) showDetail(w http.ResponseWriter, r *http.Request, status int,
 		{Name: "Updated", When: h.when(c.UpdatedAt)},
 		{Name: "Version", Value: fmt.Sprint(c.Version), Mono: true},
 	}
+	if m := c.MCP; m != nil {
+		// MCP connections (docs/mcp.md): where the calls go, who issues
+		// the tokens, and scopes a step-up asked for that a person must
+		// still consent to.
+		d.Fields = append(d.Fields,
+			field{Name: "MCP server", Value: m.ServerURL, Mono: true},
+			field{Name: "Issuer", Value: m.Issuer, Mono: true},
+			field{Name: "Needed scopes", Value: orDash(strings.Join(m.NeededScopes, " ")), Mono: len(m.NeededScopes) > 0,
+				Note: neededNote(m.NeededScopes)})
+	}
 	if f := c.Failure; f != nil {
 		d.FailureFirst, d.FailureNext = h.when(f.FirstAt), h.when(f.NextAttemptAt)
 	}
@@ -546,7 +556,7 @@ func eventClass(typ string) string {
 		return "ok"
 	case broker.EventRefreshFailed:
 		return "failing"
-	case broker.EventReauthRequired:
+	case broker.EventReauthRequired, broker.EventScopeRequired:
 		return "reauth"
 	case broker.EventDeleted:
 		return "revoked"
@@ -689,4 +699,11 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		h.log.ErrorContext(r.Context(), "dashboard request failed", "error", err)
 		h.renderError(w, r, http.StatusInternalServerError, "Something went wrong. The details are in the server log.")
 	}
+}
+
+func neededNote(needed []string) string {
+	if len(needed) == 0 {
+		return ""
+	}
+	return "the server asked for more access: create a new connect session for this connection"
 }

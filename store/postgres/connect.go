@@ -15,18 +15,24 @@ import (
 
 var _ store.ConnectSessions = (*Store)(nil)
 
-const connectSessionColumns = `id, connection_id, provider, redirect_url, scopes, state_hash, verifier, expires_at, created_at`
+const connectSessionColumns = `id, connection_id, provider, redirect_url, scopes, state_hash, verifier, expires_at, created_at, mcp`
 
 func scanConnectSession(row pgx.Row) (store.ConnectSession, error) {
 	var (
 		cs               store.ConnectSession
 		scopes           string
 		expires, created time.Time
+		mcpJSON          []byte
 	)
 	if err := row.Scan(&cs.ID, &cs.ConnectionID, &cs.Provider, &cs.RedirectURL, &scopes,
-		&cs.StateHash, &cs.Verifier, &expires, &created); err != nil {
+		&cs.StateHash, &cs.Verifier, &expires, &created, &mcpJSON); err != nil {
 		return store.ConnectSession{}, err
 	}
+	m, err := store.DecodeMCP(cs.ConnectionID, []byte(mcpJSON))
+	if err != nil {
+		return store.ConnectSession{}, err
+	}
+	cs.MCP = m
 	cs.Scopes = strings.Fields(scopes)
 	cs.ExpiresAt = expires.UTC()
 	cs.CreatedAt = created.UTC()
@@ -51,6 +57,10 @@ func (s *Store) CreateConnectSession(ctx context.Context, cs store.ConnectSessio
 			return fmt.Errorf("store/postgres: connect session: %s is not valid UTF-8 text without NUL", f.name)
 		}
 	}
+	mcp, err := store.EncodeMCP(cs.ConnectionID, cs.MCP)
+	if err != nil {
+		return fmt.Errorf("store/postgres: connect session: %w", err)
+	}
 	created := cs.CreatedAt
 	if created.IsZero() {
 		created = s.now()
@@ -58,9 +68,9 @@ func (s *Store) CreateConnectSession(ctx context.Context, cs store.ConnectSessio
 	const op = "create connect session"
 	return s.do(ctx, op, false, func(conn *pgxpool.Conn) error {
 		_, err := conn.Exec(ctx, `INSERT INTO connect_sessions (`+connectSessionColumns+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 			cs.ID, cs.ConnectionID, cs.Provider, cs.RedirectURL, strings.Join(cs.Scopes, " "),
-			blob(cs.StateHash), blob(cs.Verifier), stored(cs.ExpiresAt), stored(created))
+			blob(cs.StateHash), blob(cs.Verifier), stored(cs.ExpiresAt), stored(created), blob(mcp))
 		return s.fail(ctx, op, err)
 	})
 }

@@ -21,7 +21,7 @@ const connectionColumns = `id, provider, status, access_token, refresh_token, to
 	expires_at, expiry_defaulted, refresh_expires_at, refresh_hard_expires_at,
 	last_refresh_at, last_used_at, failure, metadata, version,
 	lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
-	issued_at, incarnation, on_error_refresh_at, refresh_started_at`
+	issued_at, incarnation, on_error_refresh_at, refresh_started_at, mcp`
 
 // dataColumns are the caller-owned columns, in the order of dataArgs; in
 // statements they are parameters $2 to $15, after the id.
@@ -128,14 +128,18 @@ func scanConnection(row pgx.Row) (store.Connection, error) {
 		nextRefresh, issued, onError, started                                   pgtype.Timestamptz
 		created, updated                                                        time.Time
 		failure, metadata                                                       []byte
+		mcpJSON                                                                 []byte
 		leaseOwner                                                              pgtype.Text
 	)
 	err := row.Scan(&c.ID, &c.Provider, &status, &c.AccessToken, &c.RefreshToken, &c.TokenType, &c.Scope,
 		&expires, &c.ExpiryDefaulted, &refreshExpires, &refreshHard,
 		&lastRefresh, &lastUsed, &failure, &metadata, &c.Version,
 		&leaseOwner, &leaseUntil, &created, &updated, &c.Grant, &nextRefresh,
-		&issued, &c.Incarnation, &onError, &started)
+		&issued, &c.Incarnation, &onError, &started, &mcpJSON)
 	if err != nil {
+		return store.Connection{}, err
+	}
+	if c.MCP, err = store.DecodeMCP(c.ID, mcpJSON); err != nil {
 		return store.Connection{}, err
 	}
 	c.Status = store.Status(status)
@@ -179,7 +183,11 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection, events
 		return store.Connection{}, err
 	}
 	args = append([]any{c.ID}, args...)
-	args = append(args, stored(s.now()), c.Grant, tstz(c.NextRefreshAt), tstz(c.IssuedAt), store.NewIncarnation(), tstz(c.OnErrorRefreshAt), tstz(c.RefreshStartedAt))
+	mcp, err := store.EncodeMCP(c.ID, c.MCP)
+	if err != nil {
+		return store.Connection{}, fmt.Errorf("store/postgres: %w", err)
+	}
+	args = append(args, stored(s.now()), c.Grant, tstz(c.NextRefreshAt), tstz(c.IssuedAt), store.NewIncarnation(), tstz(c.OnErrorRefreshAt), tstz(c.RefreshStartedAt), blob(mcp))
 	op := fmt.Sprintf("create connection %q", c.ID)
 	var out store.Connection
 	err = s.do(ctx, op, false, func(pc *pgxpool.Conn) error {
@@ -190,8 +198,8 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection, events
 		defer conn.rollback(ctx)
 		out, err = scanConnection(conn.QueryRow(ctx, `INSERT INTO connections (id, `+dataColumns+`,
 			version, lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
-			issued_at, incarnation, on_error_refresh_at, refresh_started_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, NULL, NULL, $16, $16, $17, $18, $19, $20, $21, $22)
+			issued_at, incarnation, on_error_refresh_at, refresh_started_at, mcp)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, NULL, NULL, $16, $16, $17, $18, $19, $20, $21, $22, $23)
 			RETURNING `+connectionColumns, args...))
 		return conn.commit(ctx, s.fail(ctx, op, err))
 	})
@@ -232,7 +240,11 @@ func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection, events .
 		return store.Connection{}, err
 	}
 	args = append([]any{c.ID}, args...)
-	args = append(args, stored(s.now()), c.Version, c.Grant, tstz(c.NextRefreshAt), tstz(c.IssuedAt), c.Incarnation, tstz(c.OnErrorRefreshAt), tstz(c.RefreshStartedAt))
+	mcp, err := store.EncodeMCP(c.ID, c.MCP)
+	if err != nil {
+		return store.Connection{}, fmt.Errorf("store/postgres: %w", err)
+	}
+	args = append(args, stored(s.now()), c.Version, c.Grant, tstz(c.NextRefreshAt), tstz(c.IssuedAt), c.Incarnation, tstz(c.OnErrorRefreshAt), tstz(c.RefreshStartedAt), blob(mcp))
 	op := fmt.Sprintf("compare-and-swap connection %q", c.ID)
 	var out store.Connection
 	err = s.do(ctx, op, false, func(pc *pgxpool.Conn) error {
@@ -246,7 +258,7 @@ func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection, events .
 			expires_at = $8, expiry_defaulted = $9, refresh_expires_at = $10, refresh_hard_expires_at = $11,
 			last_refresh_at = $12, last_used_at = $13, failure = $14, metadata = $15,
 			version = version + 1, updated_at = $16, grant_type = $18, next_refresh_at = $19, issued_at = $20, on_error_refresh_at = $22,
-			refresh_started_at = $23
+			refresh_started_at = $23, mcp = $24
 			WHERE id = $1 AND incarnation = $21 AND version = $17
 			RETURNING `+connectionColumns, args...))
 		if !errors.Is(err, pgx.ErrNoRows) {

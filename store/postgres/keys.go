@@ -21,6 +21,7 @@ func (s *Store) SealedKeyIDs(ctx context.Context) (map[string]int64, error) {
 				SELECT access_token FROM connections
 				UNION ALL SELECT refresh_token FROM connections
 				UNION ALL SELECT verifier FROM connect_sessions
+			UNION ALL SELECT client_secret FROM mcp_registrations
 			)
 			SELECT substring(v FROM 3 FOR get_byte(v, 1)), count(*)
 			FROM sealed

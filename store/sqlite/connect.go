@@ -13,18 +13,24 @@ import (
 
 var _ store.ConnectSessions = (*Store)(nil)
 
-const connectSessionColumns = `id, connection_id, provider, redirect_url, scopes, state_hash, verifier, expires_at, created_at`
+const connectSessionColumns = `id, connection_id, provider, redirect_url, scopes, state_hash, verifier, expires_at, created_at, mcp`
 
 func scanConnectSession(row interface{ Scan(...any) error }) (store.ConnectSession, error) {
 	var (
 		cs               store.ConnectSession
 		scopes           string
 		expires, created int64
+		mcpJSON          sql.NullString
 	)
 	if err := row.Scan(&cs.ID, &cs.ConnectionID, &cs.Provider, &cs.RedirectURL, &scopes,
-		&cs.StateHash, &cs.Verifier, &expires, &created); err != nil {
+		&cs.StateHash, &cs.Verifier, &expires, &created, &mcpJSON); err != nil {
 		return store.ConnectSession{}, err
 	}
+	m, err := store.DecodeMCP(cs.ConnectionID, []byte(mcpJSON.String))
+	if err != nil {
+		return store.ConnectSession{}, err
+	}
+	cs.MCP = m
 	cs.Scopes = strings.Fields(scopes)
 	cs.ExpiresAt = fromMicros(sql.NullInt64{Int64: expires, Valid: true})
 	cs.CreatedAt = fromMicros(sql.NullInt64{Int64: created, Valid: true})
@@ -41,14 +47,18 @@ func (s *Store) CreateConnectSession(ctx context.Context, cs store.ConnectSessio
 	if err := cs.Validate(); err != nil {
 		return fmt.Errorf("store/sqlite: %w", err)
 	}
+	mcp, err := store.EncodeMCP(cs.ConnectionID, cs.MCP)
+	if err != nil {
+		return fmt.Errorf("store/sqlite: connect session: %w", err)
+	}
 	created := cs.CreatedAt
 	if created.IsZero() {
 		created = s.now()
 	}
-	_, err := s.w.ExecContext(ctx, `INSERT INTO connect_sessions (`+connectSessionColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err = s.w.ExecContext(ctx, `INSERT INTO connect_sessions (`+connectSessionColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		cs.ID, cs.ConnectionID, cs.Provider, cs.RedirectURL, strings.Join(cs.Scopes, " "),
-		blob(cs.StateHash), blob(cs.Verifier), cs.ExpiresAt.UnixMicro(), created.UnixMicro())
+		blob(cs.StateHash), blob(cs.Verifier), cs.ExpiresAt.UnixMicro(), created.UnixMicro(), text(mcp))
 	return s.fail(ctx, "create connect session", err)
 }
 

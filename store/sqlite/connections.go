@@ -15,7 +15,7 @@ const connectionColumns = `id, provider, status, access_token, refresh_token, to
 	expires_at, expiry_defaulted, refresh_expires_at, refresh_hard_expires_at,
 	last_refresh_at, last_used_at, failure, metadata, version,
 	lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
-	issued_at, incarnation, on_error_refresh_at, refresh_started_at`
+	issued_at, incarnation, on_error_refresh_at, refresh_started_at, mcp`
 
 // micros encodes a time as unix microseconds in UTC; the zero time is NULL.
 func micros(t time.Time) any {
@@ -38,6 +38,14 @@ func stored(t time.Time) time.Time {
 		return time.Time{}
 	}
 	return time.UnixMicro(t.UnixMicro()).UTC()
+}
+
+// text stores empty JSON as NULL.
+func text(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return string(b)
 }
 
 // blob stores an empty token as NULL so that nil comes back as nil.
@@ -100,14 +108,18 @@ func scanConnection(row interface{ Scan(...any) error }) (store.Connection, erro
 		nextRefresh, issued, onError, started                                   sql.NullInt64
 		defaulted                                                               int64
 		failure, metadata                                                       sql.NullString
+		mcpJSON                                                                 sql.NullString
 		created, updated                                                        int64
 	)
 	err := row.Scan(&c.ID, &c.Provider, &status, &c.AccessToken, &c.RefreshToken, &c.TokenType, &c.Scope,
 		&expires, &defaulted, &refreshExpires, &refreshHard,
 		&lastRefresh, &lastUsed, &failure, &metadata, &c.Version,
 		&c.LeaseOwner, &leaseUntil, &created, &updated, &c.Grant, &nextRefresh,
-		&issued, &c.Incarnation, &onError, &started)
+		&issued, &c.Incarnation, &onError, &started, &mcpJSON)
 	if err != nil {
+		return store.Connection{}, err
+	}
+	if c.MCP, err = store.DecodeMCP(c.ID, []byte(mcpJSON.String)); err != nil {
 		return store.Connection{}, err
 	}
 	c.Status = store.Status(status)
@@ -147,7 +159,7 @@ const casQuery = `UPDATE connections SET
 	expires_at = ?, expiry_defaulted = ?, refresh_expires_at = ?, refresh_hard_expires_at = ?,
 	last_refresh_at = ?, last_used_at = ?, failure = ?, metadata = ?,
 	version = version + 1, updated_at = ?, grant_type = ?, next_refresh_at = ?, issued_at = ?, on_error_refresh_at = ?,
-	refresh_started_at = ?
+	refresh_started_at = ?, mcp = ?
 	WHERE id = ? AND incarnation = ? AND version = ?
 	RETURNING ` + connectionColumns
 
@@ -165,7 +177,11 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection, events
 	}
 	now := s.now().UnixMicro()
 	args = append([]any{c.ID}, args...)
-	args = append(args, now, now, c.Grant, micros(c.NextRefreshAt), micros(c.IssuedAt), store.NewIncarnation(), micros(c.OnErrorRefreshAt), micros(c.RefreshStartedAt))
+	mcp, err := store.EncodeMCP(c.ID, c.MCP)
+	if err != nil {
+		return store.Connection{}, fmt.Errorf("store/sqlite: %w", err)
+	}
+	args = append(args, now, now, c.Grant, micros(c.NextRefreshAt), micros(c.IssuedAt), store.NewIncarnation(), micros(c.OnErrorRefreshAt), micros(c.RefreshStartedAt), text(mcp))
 	w, err := s.beginEvents(ctx, fmt.Sprintf("create connection %q", c.ID), events)
 	if err != nil {
 		return store.Connection{}, err
@@ -173,8 +189,8 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection, events
 	defer w.rollback()
 	row := w.QueryRowContext(ctx, `INSERT INTO connections (id, `+dataColumns+`,
 		version, lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
-		issued_at, incarnation, on_error_refresh_at, refresh_started_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', NULL, ?, ?, ?, ?, ?, ?, ?, ?)
+		issued_at, incarnation, on_error_refresh_at, refresh_started_at, mcp)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		RETURNING `+connectionColumns, args...)
 	out, err := scanConnection(row)
 	if err == nil {
@@ -213,7 +229,11 @@ func (s *Store) CompareAndSwap(ctx context.Context, c store.Connection, events .
 	if err != nil {
 		return store.Connection{}, err
 	}
-	args = append(args, s.now().UnixMicro(), c.Grant, micros(c.NextRefreshAt), micros(c.IssuedAt), micros(c.OnErrorRefreshAt), micros(c.RefreshStartedAt), c.ID, c.Incarnation, c.Version)
+	mcp, err := store.EncodeMCP(c.ID, c.MCP)
+	if err != nil {
+		return store.Connection{}, fmt.Errorf("store/sqlite: %w", err)
+	}
+	args = append(args, s.now().UnixMicro(), c.Grant, micros(c.NextRefreshAt), micros(c.IssuedAt), micros(c.OnErrorRefreshAt), micros(c.RefreshStartedAt), text(mcp), c.ID, c.Incarnation, c.Version)
 	w, err := s.beginEvents(ctx, fmt.Sprintf("compare-and-swap connection %q", c.ID), events)
 	if err != nil {
 		return store.Connection{}, err

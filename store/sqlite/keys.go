@@ -27,6 +27,7 @@ func (s *Store) SealedKeyIDs(ctx context.Context) (map[string]int64, error) {
 			SELECT access_token FROM connections
 			UNION ALL SELECT refresh_token FROM connections
 			UNION ALL SELECT verifier FROM connect_sessions
+			UNION ALL SELECT client_secret FROM mcp_registrations
 		)
 		SELECT CAST(substr(v, 3, instr(CAST(?1 AS BLOB), substr(v, 2, 1))) AS TEXT), count(*)
 		FROM sealed

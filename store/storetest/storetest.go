@@ -51,6 +51,7 @@ func RunTests(t *testing.T, newStore NewStore) {
 		{"Keys", keyTests},
 		{"Audit", auditTests},
 		{"Sessions", sessionTests},
+		{"MCP", mcpTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {

@@ -243,9 +243,10 @@ var ErrNoAccessToken = errors.New("lifecycle: the answer carries no access token
 //
 //   - The expiry is the answer's; else, for a token with no stated
 //     lifetime, the policy's default (ExpiryDefaulted); else unknown.
-//   - A refresh token that did not come back keeps the previous one
-//     (RFC 6749 §6), with its expiries, unless the grant is known dead;
-//     one that did gets the answer's expiry, else the policy's lifetime.
+//   - A refresh answer without a refresh token keeps the previous one
+//     (RFC 6749 §6), with its expiries, unless the grant is known dead; a
+//     new grant replaces it, with none if it brought none. A refresh token
+//     that came gets the answer's expiry, else the policy's lifetime.
 //   - The grant is active with its failure cleared, and its next refresh
 //     recomputed from the new expiry.
 //   - Introspected changes only the expiry (ans.Expiry), and keeps the
@@ -302,7 +303,7 @@ func Apply(g Grant, origin Origin, ans *oauth.Token, p Policy, now time.Time, ji
 			// The hard limit is the chain's: rotation does not move it.
 			next.RefreshHardExpiresAt = g.RefreshHardExpiresAt
 		}
-	case g.HasRefreshToken && !dead:
+	case g.HasRefreshToken && !dead && origin != Granted:
 		src = RefreshKept
 		if !ans.RefreshExpiry.IsZero() {
 			next.RefreshExpiresAt = ans.RefreshExpiry

@@ -110,6 +110,15 @@ func TestApplyQuirks(t *testing.T) {
 			},
 		},
 		{
+			name:   "a new grant without a refresh token replaces the old one with none",
+			origin: Granted, g: old, ans: oauth.Token{AccessToken: "a", Expiry: now.Add(time.Hour)}, src: RefreshNone,
+			check: func(t *testing.T, g Grant) {
+				if g.HasRefreshToken || !g.RefreshExpiresAt.IsZero() || !g.RefreshHardExpiresAt.IsZero() {
+					t.Errorf("a re-import kept the previous grant's refresh token: %+v", g)
+				}
+			},
+		},
+		{
 			name:   "a new grant starts a new chain and sets the scope it was granted",
 			origin: Granted, g: old, ans: oauth.Token{AccessToken: "a", RefreshToken: "r", Scope: ""}, src: RefreshFromAnswer,
 			check: func(t *testing.T, g Grant) {

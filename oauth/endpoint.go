@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -142,8 +143,7 @@ func NewEndpoint(cfg Config) (*Endpoint, error) {
 		return nil, err
 	}
 	for k := range cfg.TokenParams {
-		switch k {
-		case "grant_type", "code", "redirect_uri", "code_verifier", "refresh_token", "client_id", "client_secret":
+		if slices.Contains(reservedTokenParams, k) {
 			return nil, fmt.Errorf("oauth: config: TokenParams may not set %q", k)
 		}
 	}

@@ -6,16 +6,18 @@ import (
 	"net/url"
 )
 
-// refreshReserved are the refresh request parameters an [Endpoint] sets
-// itself; extra parameters may not override them.
-var refreshReserved = []string{"grant_type", "refresh_token", "client_id", "client_secret"}
+// reservedTokenParams are the token request parameters an [Endpoint] sets
+// itself for its grants and client authentication; extra parameters, per
+// call (RefreshWithParams) or per endpoint (Config.TokenParams), may not
+// override them.
+var reservedTokenParams = []string{"grant_type", "code", "redirect_uri", "code_verifier", "refresh_token", "client_id", "client_secret"}
 
 // CheckRefreshParams reports a parameter that [Endpoint.RefreshWithParams]
-// would refuse: one the refresh request sets itself.
+// would refuse: one the token request sets itself.
 func CheckRefreshParams(params url.Values) error {
-	for _, k := range refreshReserved {
+	for _, k := range reservedTokenParams {
 		if _, ok := params[k]; ok {
-			return fmt.Errorf("oauth: refresh parameter %q is set by the refresh request itself", k)
+			return fmt.Errorf("oauth: refresh parameter %q is set by the token request itself", k)
 		}
 	}
 	return nil

@@ -54,16 +54,17 @@ if [ -z "${TOKENBROKER_TEST_POSTGRES:-}" ]; then
 	export TOKENBROKER_TEST_POSTGRES
 fi
 
+# The official MCP conformance suite, tokenbroker as the client under test
+# (docs/mcp.md). Part of the full run only; it runs before the Go tests so
+# that the run ends with go test's own summary.
+if [ $# -eq 0 ]; then
+	echo "== MCP conformance suite"
+	scripts/mcp-conformance.sh
+fi
+
 echo "== go test -race"
 if [ $# -gt 0 ]; then
 	go test -race -count=1 "$@"
 else
 	go test -race -count=1 -timeout 30m $modules
-fi
-
-# The official MCP conformance suite, tokenbroker as the client under test
-# (docs/mcp.md). Part of the full run only.
-if [ $# -eq 0 ]; then
-	echo "== MCP conformance suite"
-	scripts/mcp-conformance.sh
 fi

@@ -5,6 +5,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/tokenbroker/tokenbroker/store"
 )
 
 // unknownProvider is the error for a provider name that is not configured.
@@ -13,7 +15,8 @@ import (
 // on a server started without a config) teaches rather than puzzles. Only
 // names are listed: they are not secret, and every API key may import.
 func (b *Broker) unknownProvider(name string) error {
-	names := slices.Sorted(maps.Keys(b.providers))
+	// MCP connections are not a provider one can import into.
+	names := slices.DeleteFunc(slices.Sorted(maps.Keys(b.providers)), func(n string) bool { return n == store.ProviderMCP })
 	var configured string
 	if len(names) == 0 {
 		configured = "no providers are configured"

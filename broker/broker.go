@@ -189,6 +189,7 @@ type Broker struct {
 	cache     *tokenCache
 	changes   store.ChangeFeed
 	limits    map[string]*rate.Limiter // by provider; nil: unlimited
+	wakers    wakers                   // lease waiters, woken by writes
 
 	// unsaved holds tokens the provider issued that could not be saved yet
 	// (the store was unreachable). They are saved before the provider is
@@ -302,7 +303,7 @@ func New(opts Options) (*Broker, error) {
 // FollowChanges keeps the token cache coherent with other replicas' writes
 // until ctx ends. It does nothing without a change feed.
 func (b *Broker) FollowChanges(ctx context.Context) {
-	if b.changes != nil && b.cache != nil {
+	if b.changes != nil {
 		b.changes.FollowChanges(ctx, b)
 	}
 }

@@ -114,6 +114,6 @@ func (c *tokenCache) setEnabled(on bool) {
 
 // ConnectionChanged, ChangesFollowed and ChangesLost make the broker a
 // [store.ChangeHandler] for the store's change feed.
-func (b *Broker) ConnectionChanged(id string) { b.cache.invalidate(id) }
+func (b *Broker) ConnectionChanged(id string) { b.written(id) }
 func (b *Broker) ChangesFollowed()            { b.cache.setEnabled(true) }
 func (b *Broker) ChangesLost()                { b.cache.setEnabled(false) }

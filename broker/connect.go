@@ -502,7 +502,7 @@ func (b *Broker) replaceGrant(ctx context.Context, id, provider string, fill fun
 		return next, queued, nil
 	})
 	b.forgetUnsaved(id)
-	b.cache.invalidate(id)
+	b.written(id)
 	if err != nil {
 		return store.Connection{}, false, err
 	}

@@ -223,11 +223,11 @@ func (b *Broker) DeleteConnection(ctx context.Context, id string) (revokeErr err
 		revokeErr = b.revoke(ctx, p, &c)
 	}
 	deleted := []Event{b.event(EventDeleted, &c, "")}
-	b.cache.invalidate(id)
+	b.written(id)
 	if err := b.store.DeleteConnection(ctx, id, deleted...); err != nil {
 		return revokeErr, err
 	}
-	b.cache.invalidate(id)
+	b.written(id)
 	b.forgetUnsaved(id)
 	b.log.InfoContext(ctx, "connection deleted", "connection", id, "provider", c.Provider)
 	b.emit(ctx, deleted)

@@ -9,8 +9,6 @@ import (
 
 	"github.com/tokenbroker/tokenbroker/oauth/lifecycle"
 	"github.com/tokenbroker/tokenbroker/store"
-
-	"github.com/tokenbroker/tokenbroker/internal/wait"
 )
 
 // Lease waits poll the row with backoff between these bounds. The winner's
@@ -94,12 +92,14 @@ func (b *Broker) takeLease(ctx context.Context, id, owner string, answered func(
 		provider = c.Provider
 		waitStart := time.Now()
 		seen := c.Version
+		woken := b.wakers.on(id)
 		for {
-			if err := wait.Sleep(ctx, delay); err != nil {
+			if err := b.waitWrite(ctx, woken, delay); err != nil {
 				waited += time.Since(waitStart)
 				return nil, nil, err
 			}
 			delay = min(delay*3/2, leasePollMax)
+			woken = b.wakers.on(id) // before the read: a later write closes it
 			cur, err := b.store.GetConnection(ctx, id)
 			if err != nil {
 				waited += time.Since(waitStart)
@@ -119,6 +119,20 @@ func (b *Broker) takeLease(ctx context.Context, id, owner string, answered func(
 		}
 		waited += time.Since(waitStart)
 	}
+}
+
+// waitWrite waits until the holder's write wakes the waiter (woken), or
+// delay passes, whichever is first.
+func (b *Broker) waitWrite(ctx context.Context, woken <-chan struct{}, delay time.Duration) error {
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-woken:
+	case <-t.C:
+	}
+	return nil
 }
 
 // LeaseMargin is how much sooner than its lease a provider call must end:

@@ -363,7 +363,7 @@ func (b *Broker) RecordScopeNeeded(ctx context.Context, id string, scopes []stri
 	if err != nil {
 		return store.Connection{}, err
 	}
-	b.cache.invalidate(id)
+	b.written(id)
 	b.log.InfoContext(ctx, "MCP server asks for more scopes; a person must consent", "connection", id,
 		"needed", strings.Join(c.MCP.NeededScopes, " "))
 	b.emit(ctx, queued)

@@ -435,7 +435,7 @@ func (b *Broker) saveRenewed(ctx context.Context, c *store.Connection, p Provide
 	if err != nil {
 		return store.Connection{}, err
 	}
-	b.cache.invalidate(c.ID)
+	b.written(c.ID)
 	b.log.InfoContext(ctx, "token refreshed", "connection", c.ID, "provider", c.Provider,
 		"rotated", tok.RefreshToken != "" && tok.RefreshToken != oldRefresh, "expires_at", saved.ExpiresAt)
 	b.emit(ctx, events)
@@ -465,7 +465,7 @@ func (b *Broker) learnExpiry(ctx context.Context, saved store.Connection, p Prov
 		next, err := b.land(old, lifecycle.Introspected, &oauth.Token{Expiry: exp}, p, b.now())
 		return next, nil, err
 	})
-	b.cache.invalidate(saved.ID)
+	b.written(saved.ID)
 	if err != nil {
 		return saved
 	}
@@ -506,7 +506,7 @@ func (b *Broker) recordFailure(ctx context.Context, c *store.Connection, p Provi
 		classified, queued = cerr, events
 		return next, events, nil
 	})
-	b.cache.invalidate(c.ID)
+	b.written(c.ID)
 	if err != nil {
 		b.log.ErrorContext(ctx, "could not record refresh failure", "connection", c.ID, "error", err)
 		return classified
@@ -548,7 +548,7 @@ func (b *Broker) hasUnsaved(id string) bool {
 }
 
 func (b *Broker) keepUnsaved(id, incarnation string, t *oauth.Token) {
-	b.cache.invalidate(id)
+	b.written(id)
 	b.unsavedMu.Lock()
 	b.unsaved[id] = unsavedToken{incarnation: incarnation, tok: t}
 	b.unsavedMu.Unlock()

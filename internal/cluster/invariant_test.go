@@ -17,8 +17,9 @@ import (
 )
 
 var (
-	invariantOps  = flag.Int("invariant.ops", 600, "operations of TestInvariantsAcrossReplicas")
-	invariantSeed = flag.Int64("invariant.seed", 0, "seed of TestInvariantsAcrossReplicas; 0 picks one (it is logged)")
+	invariantOps   = flag.Int("invariant.ops", 600, "operations of TestInvariantsAcrossReplicas")
+	invariantSeed  = flag.Int64("invariant.seed", 0, "seed of TestInvariantsAcrossReplicas; 0 picks one (it is logged)")
+	invariantKills = flag.Int("invariant.kills", 3, "replicas TestInvariantsAcrossReplicas kills mid-refresh, at most")
 )
 
 // clusterTarget is the cluster as an invariant.Target.
@@ -137,7 +138,7 @@ func TestInvariantsAcrossReplicas(t *testing.T) {
 		replicas: 3, leaseTTL: "2s", refreshTimeout: "1s", rotation: "rotate", apiBaseURL: api.URL,
 	})
 	invariant.Run(t, clusterTarget{c}, authz, api, invariant.Config{
-		Seed: seed, Ops: *invariantOps, IDs: 6, Kills: 3,
+		Seed: seed, Ops: *invariantOps, IDs: 6, Kills: *invariantKills,
 		RefreshTimeout: time.Second, OnErrorInterval: 30 * time.Second,
 	})
 	if t.Failed() {

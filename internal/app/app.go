@@ -373,7 +373,7 @@ func (a *App) newScheduler(cfg *config.Config, limits map[string]scheduler.Limit
 	}
 	opts := scheduler.Options{
 		Store:       a.Store,
-		Refresher:   a.Broker,
+		Refresher:   a.scheduledRefresher(),
 		Owner:       a.Broker.Owner(),
 		Interval:    cfg.Scheduler.Interval,
 		Concurrency: cfg.Scheduler.Concurrency,

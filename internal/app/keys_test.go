@@ -118,3 +118,33 @@ func TestRunningServerFollowsRotatedKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestScheduledRefreshIsAudited: a refresh the background scheduler makes,
+// with no API call behind it, is in the audit trail as the scheduler's.
+func TestScheduledRefreshIsAudited(t *testing.T) {
+	e := newE2E(t)
+	a, r, _ := e.authz.IssueTokens(t, "read")
+	issued := e.clock.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	if code, body := e.do("POST", "/v1/connections", map[string]any{
+		"id": "due", "provider": "acme", "access_token": a, "refresh_token": r, "expires_in": 60, "issued_at": issued,
+	}); code != http.StatusCreated {
+		t.Fatalf("import: %d %v", code, body)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body := e.do("GET", "/v1/audit?connection_id=due&action=refresh", nil)
+		if code != http.StatusOK {
+			t.Fatalf("audit: %d %v", code, body)
+		}
+		entries, _ := body["entries"].([]any)
+		for _, x := range entries {
+			if m, _ := x.(map[string]any); m["actor"] == "scheduler" && m["outcome"] == "ok" {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no audit entry of the scheduler's refresh after 30s: %v", entries)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/tokenbroker/tokenbroker/audit"
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/config"
+	"github.com/tokenbroker/tokenbroker/scheduler"
 	"github.com/tokenbroker/tokenbroker/server"
 	"github.com/tokenbroker/tokenbroker/server/ui"
 	"github.com/tokenbroker/tokenbroker/store"
@@ -68,6 +69,30 @@ func (a *App) auditEvent(e broker.Event) {
 		a.Audit.Record(store.AuditEntry{Time: e.At, Actor: "system", Action: server.ActionRefresh,
 			ConnectionID: e.ConnectionID, Outcome: outcome, Detail: e.Type})
 	}
+}
+
+// scheduledRefresher is what the scheduler refreshes through: the broker,
+// with each scheduled refresh that succeeds recorded in the audit trail as
+// the scheduler's (failures are recorded from the events they emit).
+func (a *App) scheduledRefresher() scheduler.Refresher {
+	if a.Audit == nil {
+		return a.Broker
+	}
+	return auditedRefresher{broker: a.Broker, audit: a.Audit}
+}
+
+type auditedRefresher struct {
+	broker *broker.Broker
+	audit  *audit.Recorder
+}
+
+func (r auditedRefresher) RefreshIfDue(ctx context.Context, id string) error {
+	err := r.broker.RefreshIfDue(ctx, id)
+	if err == nil {
+		r.audit.Record(store.AuditEntry{Actor: "scheduler", Action: server.ActionRefresh,
+			ConnectionID: id, Outcome: "ok", Detail: "scheduled"})
+	}
+	return err
 }
 
 // followKeys drops the server's cached API keys whenever another replica

@@ -22,14 +22,23 @@ var _ store.ChangeFeed = (*Store)(nil)
 // h.ChangesLost first and h.ChangesFollowed once listening again. It
 // returns when ctx is done.
 func (s *Store) FollowChanges(ctx context.Context, h store.ChangeHandler) {
+	s.follow(ctx, changesChannel, "change feed", h.ChangesFollowed, h.ConnectionChanged, h.ChangesLost)
+}
+
+// follow LISTENs on channel over one dedicated connection (outside the
+// pool), calling followed once listening, notice with each payload, and
+// lost whenever the connection drops (notices sent meanwhile are gone); it
+// reconnects with backoff (100 ms doubling to 5 s) until ctx is done. what
+// names the feed in logs.
+func (s *Store) follow(ctx context.Context, channel, what string, followed func(), notice func(string), lost func()) {
 	delay := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		err := s.listen(ctx, h)
-		h.ChangesLost()
+		err := s.listen(ctx, channel, followed, notice)
+		lost()
 		if ctx.Err() != nil {
 			return
 		}
-		s.log.WarnContext(ctx, "store/postgres: change feed interrupted; reconnecting", "error", s.fail(ctx, "listen", err), "retry_in", delay)
+		s.log.WarnContext(ctx, "store/postgres: "+what+" interrupted; reconnecting", "error", s.fail(ctx, "listen", err), "retry_in", delay)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -41,7 +50,7 @@ func (s *Store) FollowChanges(ctx context.Context, h store.ChangeHandler) {
 	}
 }
 
-func (s *Store) listen(ctx context.Context, h store.ChangeHandler) error {
+func (s *Store) listen(ctx context.Context, channel string, followed func(), notice func(string)) error {
 	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return err
@@ -51,16 +60,18 @@ func (s *Store) listen(ctx context.Context, h store.ChangeHandler) error {
 		defer cancel()
 		_ = conn.Close(closeCtx)
 	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+changesChannel); err != nil {
+	if _, err := conn.Exec(ctx, "LISTEN "+channel); err != nil {
 		return err
 	}
-	h.ChangesFollowed()
+	if followed != nil {
+		followed()
+	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return err
 		}
-		h.ConnectionChanged(n.Payload)
+		notice(n.Payload)
 	}
 }
 
@@ -74,43 +85,5 @@ var _ store.KeyFeed = (*Store)(nil)
 // lost is called whenever the connection drops, since notices sent
 // meanwhile are gone. It returns when ctx is done.
 func (s *Store) FollowKeyChanges(ctx context.Context, changed func(keyID string), lost func()) {
-	delay := 100 * time.Millisecond
-	for ctx.Err() == nil {
-		err := s.listenKeys(ctx, changed)
-		lost()
-		if ctx.Err() != nil {
-			return
-		}
-		s.log.WarnContext(ctx, "store/postgres: api key feed interrupted; reconnecting", "error", s.fail(ctx, "listen", err), "retry_in", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		delay = min(delay*2, 5*time.Second)
-	}
-}
-
-func (s *Store) listenKeys(ctx context.Context, changed func(string)) error {
-	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
-	if err != nil {
-		return err
-	}
-	defer func() {
-		closeCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = conn.Close(closeCtx)
-	}()
-	if _, err := conn.Exec(ctx, "LISTEN "+keysChannel); err != nil {
-		return err
-	}
-	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
-			return err
-		}
-		changed(n.Payload)
-	}
+	s.follow(ctx, keysChannel, "api key feed", nil, changed, lost)
 }

@@ -47,7 +47,7 @@ func (s *TokenSource) background(ctx context.Context) {
 		m := modeAhead
 		var at time.Time // zero: wait for a change
 		switch {
-		case !st.tok.CanRefresh(now):
+		case !canRefresh(st.tok, now):
 			// Nothing to refresh with. Once the access token is gone, let
 			// the source go terminal now so OnFailure fires without waiting
 			// for a caller.

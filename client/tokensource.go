@@ -171,7 +171,7 @@ func (st *state) fresh(now time.Time) bool {
 
 // usable reports whether tok can still be handed out while a refresh fails.
 func (st *state) usable(now time.Time) bool {
-	return !st.invalid && !st.tok.Expired(now)
+	return !st.invalid && lifecycle.Unexpired(st.tok.Expiry, now)
 }
 
 func newState(tok *oauth.Token, p lifecycle.Policy) *state {
@@ -367,7 +367,7 @@ func (s *TokenSource) acquire(ctx context.Context, m mode, seen *oauth.Token) (*
 	if c == nil {
 		var fail error
 		switch {
-		case !st.tok.CanRefresh(now):
+		case !canRefresh(st.tok, now):
 			if st.usable(now) {
 				s.mu.Unlock()
 				return st, nil
@@ -409,7 +409,7 @@ func (s *TokenSource) acquire(ctx context.Context, m mode, seen *oauth.Token) (*
 }
 
 // noRefreshError is the terminal error for a token that needs a refresh but
-// cannot have one; tok.CanRefresh is false.
+// cannot have one; canRefresh is false.
 func noRefreshError(tok *oauth.Token) *oauth.Error {
 	if tok.RefreshToken == "" {
 		return &oauth.Error{Op: "refresh", Code: oauth.CodeNoRefreshToken, Kind: oauth.KindTerminal,
@@ -484,6 +484,13 @@ func accept(old, ans *oauth.Token, p lifecycle.Policy, now time.Time) (*oauth.To
 	t.IssuedAt, t.Expiry, t.ExpiryDefaulted = g.IssuedAt, g.ExpiresAt, g.ExpiryDefaulted
 	t.RefreshExpiry, t.RefreshHardExpiry = g.RefreshExpiresAt, g.RefreshHardExpiresAt
 	return t, nil
+}
+
+// canRefresh reports whether tok's refresh token may be sent at now
+// (lifecycle.CanRefresh).
+func canRefresh(tok *oauth.Token, now time.Time) bool {
+	g := grantOf(tok)
+	return lifecycle.CanRefresh(&g, now)
 }
 
 // grantOf is the lifecycle rules' view of tok, a grant the source holds.

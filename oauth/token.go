@@ -48,6 +48,11 @@ type Token struct {
 // Valid reports whether the access token is present and will not expire
 // within window of now. A token whose expiry is unknown is valid: the only
 // way to learn otherwise is a provider answering with a stale-token status.
+//
+// Deprecated: the window here is taken as is, so a token shorter than the
+// window is never valid. Use lifecycle.Policy.Fresh, the rule the library
+// and the server follow, which caps the window at half the token's
+// lifetime.
 func (t *Token) Valid(now time.Time, window time.Duration) bool {
 	if t == nil || t.AccessToken == "" {
 		return false
@@ -66,6 +71,9 @@ func (t *Token) Expired(now time.Time) bool {
 // CanRefresh reports whether the token carries a refresh token that is not
 // known to have expired. Sending a refresh token that is known to be dead
 // only earns an invalid_grant and, at some providers, a rate-limit strike.
+//
+// Deprecated: use lifecycle.CanRefresh, the one rule the library and the
+// server follow for a refresh token's end.
 func (t *Token) CanRefresh(now time.Time) bool {
 	if t == nil || t.RefreshToken == "" {
 		return false

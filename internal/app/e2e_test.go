@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/internal/app"
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
 	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
@@ -126,36 +124,16 @@ var keyRe = regexp.MustCompile(`tbk_[A-Za-z0-9_-]+`)
 // start runs the server in-process on a random port, as `serve` would.
 func (e *e2e) start() {
 	e.t.Helper()
-	cfg, err := config.Load(e.cfgPath)
-	if err != nil {
-		e.t.Fatal(err)
-	}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	a, err := app.New(context.Background(), cfg, app.Options{Logger: log, Now: e.clock.Now})
-	if err != nil {
-		e.t.Fatal(err)
+	srv := serveApp(e.t, e.cfgPath, nil, app.Options{Logger: log, Now: e.clock.Now}, e.clock.Now())
+	if srv.key != "" {
+		e.key = srv.key
 	}
-	var out bytes.Buffer
-	if _, err := a.BootstrapAPIKey(context.Background(), &out, e.clock.Now()); err != nil {
-		e.t.Fatal(err)
-	}
-	if k := keyRe.FindString(out.String()); k != "" {
-		e.key = k
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.ServeListener(ctx, ln, nil) }()
-	e.a, e.base = a, "http://"+ln.Addr().String()
+	e.a, e.base = srv.a, srv.base
 	e.stop = func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := srv.stop(); err != nil {
 			e.t.Errorf("serve: %v", err)
 		}
-		a.Close()
 		e.stop = func() {}
 	}
 }

@@ -1,19 +1,16 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/internal/app"
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
 	"github.com/tokenbroker/tokenbroker/internal/invariant"
@@ -122,31 +119,9 @@ providers:
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := app.New(context.Background(), cfg, app.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if _, err := a.BootstrapAPIKey(context.Background(), &out, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.ServeListener(ctx, ln, nil) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-		a.Close()
-	})
-	tgt := &single{dir: dir, a: a, base: "http://" + ln.Addr().String(), key: keyRe.FindString(out.String())}
+	srv := serveApp(t, cfgPath, nil, app.Options{Logger: slog.New(slog.DiscardHandler)}, time.Now())
+	t.Cleanup(func() { _ = srv.stop() })
+	tgt := &single{dir: dir, a: srv.a, base: srv.base, key: srv.key}
 	invariant.Run(t, tgt, authz, api, invariant.Config{
 		Seed: seed, Ops: *invariantOps, IDs: 8,
 		RefreshTimeout: time.Second, OnErrorInterval: 30 * time.Second,

@@ -3,7 +3,6 @@ package app_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenbroker/tokenbroker/config"
 	"github.com/tokenbroker/tokenbroker/internal/app"
 	"github.com/tokenbroker/tokenbroker/internal/authztest"
 	"github.com/tokenbroker/tokenbroker/internal/fakeclock"
@@ -86,29 +84,12 @@ mcp:
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs := &syncBuffer{}
-	a, err := app.New(context.Background(), c, app.Options{
-		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Now: r.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	if _, err := a.BootstrapAPIKey(context.Background(), &out, r.clock.Now()); err != nil {
-		t.Fatal(err)
-	}
-	r.key = keyRe.FindString(out.String())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.ServeListener(ctx, ln, nil) }()
-	r.a = a
+	srv := serveApp(t, path, ln, app.Options{
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Now: r.clock.Now}, r.clock.Now())
+	r.a, r.key = srv.a, srv.key
 	t.Cleanup(func() {
-		cancel()
-		<-done
-		a.Close()
+		_ = srv.stop()
 		// Token values must never reach the log.
 		for _, s := range r.mcp.Seen() {
 			if strings.Contains(logs.String(), s.Token) {

@@ -27,14 +27,16 @@ import (
 
 // Defaults applied by [Config.SetDefaults].
 const (
-	DefaultListen         = "127.0.0.1:8080"
-	DefaultDataDir        = "./tokenbroker-data"
-	DefaultLogLevel       = "info"
-	DefaultLogFormat      = "text"
-	DefaultMaxReplayBody  = 1 << 20 // 1 MiB
-	DefaultProxyTimeout   = 60 * time.Second
-	DefaultRefreshTimeout = 20 * time.Second
-	DefaultLeaseTTL       = 30 * time.Second
+	DefaultListen        = "127.0.0.1:8080"
+	DefaultDataDir       = "./tokenbroker-data"
+	DefaultLogLevel      = "info"
+	DefaultLogFormat     = "text"
+	DefaultMaxReplayBody = 1 << 20 // 1 MiB
+	DefaultProxyTimeout  = 60 * time.Second
+	// The refresh defaults are the broker's own, so that a config and a
+	// broker built in code agree.
+	DefaultRefreshTimeout = broker.DefaultRefreshTimeout
+	DefaultLeaseTTL       = broker.DefaultLeaseTTL
 
 	DefaultSchedulerInterval    = time.Second
 	DefaultSchedulerConcurrency = 8

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -569,14 +568,5 @@ func (s *TokenSource) notifyLocked() {
 // with the token type spelled canonically as x/oauth2 does: some providers
 // answer "bearer" but APIs reject anything but "Bearer".
 func authValue(tok *oauth.Token) string {
-	typ := tok.TokenType
-	switch {
-	case typ == "" || strings.EqualFold(typ, "bearer"):
-		typ = "Bearer"
-	case strings.EqualFold(typ, "mac"):
-		typ = "MAC"
-	case strings.EqualFold(typ, "basic"):
-		typ = "Basic"
-	}
-	return typ + " " + tok.AccessToken
+	return oauth.CanonicalTokenType(tok.TokenType) + " " + tok.AccessToken
 }

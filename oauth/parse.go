@@ -385,9 +385,8 @@ func (r *decodedResponse) token(now time.Time, opts ParseOptions) (*Token, strin
 			return nil, "token_type is not a string"
 		case !isTokenTypeName(s) && s != "":
 			return nil, "token_type is not a valid type name"
-		case s == "", strings.EqualFold(s, "bearer"):
 		default:
-			tok.TokenType = s
+			tok.TokenType = CanonicalTokenType(s)
 		}
 	}
 

@@ -2,6 +2,7 @@ package oauth
 
 import (
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -43,6 +44,22 @@ type Token struct {
 	IDToken string
 	// IssuedAt is when tokenbroker received the token.
 	IssuedAt time.Time
+}
+
+// CanonicalTokenType spells a token type the way APIs expect it in an
+// Authorization header: some providers answer "bearer", but APIs reject
+// anything but "Bearer" (as golang.org/x/oauth2 does). Empty is Bearer
+// (RFC 6750); unknown types are kept as they are.
+func CanonicalTokenType(typ string) string {
+	switch {
+	case typ == "" || strings.EqualFold(typ, "bearer"):
+		return "Bearer"
+	case strings.EqualFold(typ, "mac"):
+		return "MAC"
+	case strings.EqualFold(typ, "basic"):
+		return "Basic"
+	}
+	return typ
 }
 
 // Valid reports whether the access token is present and will not expire

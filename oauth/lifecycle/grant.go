@@ -2,7 +2,6 @@ package lifecycle
 
 import (
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/oauth"
@@ -275,7 +274,7 @@ func Apply(g Grant, origin Origin, ans *oauth.Token, p Policy, now time.Time, ji
 	next := g
 	next.Status, next.Failure = StatusActive, nil
 	next.HasAccessToken = true
-	next.TokenType = canonicalType(ans.TokenType)
+	next.TokenType = oauth.CanonicalTokenType(ans.TokenType)
 	if ans.Scope != "" || origin == Granted {
 		// RFC 6749 §5.1: a refresh answer without scope keeps the grant's.
 		next.Scope = ans.Scope
@@ -324,18 +323,6 @@ func Apply(g Grant, origin Origin, ans *oauth.Token, p Policy, now time.Time, ji
 	}
 	next.NextRefreshAt = p.NextRefresh(&next, jitter)
 	return next, src, nil
-}
-
-// canonicalType spells the token type as APIs expect it: some providers
-// answer "bearer", but APIs reject anything but "Bearer" (as x/oauth2).
-func canonicalType(typ string) string {
-	switch {
-	case typ == "" || strings.EqualFold(typ, "bearer"):
-		return "Bearer"
-	case strings.EqualFold(typ, "mac"):
-		return "MAC"
-	}
-	return typ
 }
 
 func clamp01(x float64) float64 {

@@ -185,6 +185,7 @@ type Broker struct {
 	metrics Metrics
 
 	flights   singleflight.Group
+	reads     singleflight.Group // cache misses of one id share a read (cache.go)
 	flightSeq atomic.Uint64
 	cache     *tokenCache
 	changes   store.ChangeFeed

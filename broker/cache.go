@@ -1,8 +1,12 @@
 package broker
 
 import (
+	"context"
+	"strconv"
 	"sync"
 	"time"
+
+	"github.com/tokenbroker/tokenbroker/store"
 )
 
 // tokenCache keeps recently handed-out access tokens so that a valid token
@@ -37,11 +41,11 @@ type cachedToken struct {
 	due   time.Time // when token must no longer be served from here
 }
 
-func newTokenCache(max int, enabled bool) *tokenCache {
-	if max <= 0 {
-		return nil
-	}
-	return &tokenCache{entries: make(map[string]cachedToken, min(max, 1024)), max: max, enabled: enabled}
+// newTokenCache returns a cache of at most size tokens; with size zero it
+// caches nothing but still keeps the epoch, which shared reads need
+// (readConnection).
+func newTokenCache(size int, enabled bool) *tokenCache {
+	return &tokenCache{entries: make(map[string]cachedToken, min(max(size, 0), 1024)), max: size, enabled: enabled}
 }
 
 // get returns id's token if it is cached and not yet due.
@@ -58,21 +62,22 @@ func (c *tokenCache) get(id string, now time.Time) (Token, bool) {
 	return e.token, true
 }
 
-// begin returns the epoch to hand to put after reading from the store.
-func (c *tokenCache) begin() uint64 {
+// begin returns the epoch to hand to put after reading from the store,
+// and whether the cache is trusted now (enabled: every write is heard of).
+func (c *tokenCache) begin() (epoch uint64, trusted bool) {
 	if c == nil {
-		return 0
+		return 0, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.epoch
+	return c.epoch, c.enabled
 }
 
 // put caches a token read at epoch until due, unless something was
 // invalidated since. Tokens of unknown expiry (zero due) are not cached:
 // nothing would ever expire them.
 func (c *tokenCache) put(id string, t Token, due time.Time, epoch uint64) {
-	if c == nil || due.IsZero() {
+	if c == nil || c.max <= 0 || due.IsZero() {
 		return
 	}
 	c.mu.Lock()
@@ -110,6 +115,39 @@ func (c *tokenCache) setEnabled(on bool) {
 	c.enabled = on
 	clear(c.entries)
 	c.mu.Unlock()
+}
+
+// readConnection reads connection id for a token read that missed the
+// cache. Concurrent misses of one id share one store read, as long as no
+// write was heard of since it began (the cache's epoch, trusted under the
+// same conditions as the cache itself): a caller never gets a row older
+// than the last write announced before it arrived. Without this, a storm
+// of callers on an expired token queued one read each on the database
+// pool, ahead of the one refresh they all wait for.
+func (b *Broker) readConnection(ctx context.Context, id string) (store.Connection, uint64, error) {
+	epoch, trusted := b.cache.begin()
+	if !trusted {
+		c, err := b.store.GetConnection(ctx, id)
+		return c, epoch, err
+	}
+	key := id + "\x00" + strconv.FormatUint(epoch, 10)
+	ch := b.reads.DoChan(key, func() (any, error) {
+		// Detached, so that the first caller leaving does not fail the
+		// others; bounded like any store call.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.timeout)
+		defer cancel()
+		return b.store.GetConnection(rctx, id)
+	})
+	select {
+	case <-ctx.Done():
+		return store.Connection{}, epoch, ctx.Err()
+	case r := <-ch:
+		if r.Err != nil {
+			return store.Connection{}, epoch, r.Err
+		}
+		// Shared: the callers only read the row (its byte slices included).
+		return r.Val.(store.Connection), epoch, nil
+	}
 }
 
 // ConnectionChanged, ChangesFollowed and ChangesLost make the broker a

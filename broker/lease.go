@@ -29,9 +29,9 @@ type lease struct {
 }
 
 // acquireLease takes the connection's refresh lease (step 3) for a flight
-// with reason. It returns the row read under the lease, or nil when, while
-// it waited, the holder wrote a token this caller can use instead of
-// refreshing again.
+// with reason. It returns the row read under the lease, or, with a nil
+// lease, the row the holder wrote while it waited when that row's token
+// serves this caller instead of a refresh of its own.
 //
 // The lease is taken under owner, which names this flight, not just this
 // process: flights of different kinds for one connection can run in one
@@ -60,9 +60,10 @@ func (b *Broker) acquireLease(ctx context.Context, id, owner string, reason life
 
 // takeLease takes the connection's lease under owner, waiting while another
 // owner holds it. Each time the holder writes, answered decides whether the
-// waiter's purpose is served by what was written (true: return nil, nil)
-// or has failed (an error); a nil answered waits for the lease whatever is
-// written. A lease whose holder died is taken once it lapses.
+// waiter's purpose is served by what was written (true: return that row
+// and a nil lease) or has failed (an error); a nil answered waits for the
+// lease whatever is written. A lease whose holder died is taken once it
+// lapses.
 func (b *Broker) takeLease(ctx context.Context, id, owner string, answered func(*store.Connection) (bool, error)) (*store.Connection, *lease, error) {
 	delay := leasePollMin
 	var (
@@ -107,9 +108,13 @@ func (b *Broker) takeLease(ctx context.Context, id, owner string, answered func(
 			}
 			if cur.Version != seen && answered != nil {
 				done, err := answered(&cur)
-				if done || err != nil {
+				if err != nil {
 					waited += time.Since(waitStart)
 					return nil, nil, err
+				}
+				if done {
+					waited += time.Since(waitStart)
+					return &cur, nil, nil
 				}
 				seen = cur.Version
 			}

@@ -37,8 +37,7 @@ func (b *Broker) GetToken(ctx context.Context, id string) (Token, error) {
 	if t, ok := b.cache.get(id, now); ok {
 		return t, nil
 	}
-	epoch := b.cache.begin()
-	c, err := b.store.GetConnection(ctx, id)
+	c, epoch, err := b.readConnection(ctx, id)
 	if err != nil {
 		return Token{}, err
 	}
@@ -160,13 +159,9 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, reason lifecycle.
 	if err != nil {
 		return Token{}, err
 	}
-	if c == nil {
+	if l == nil {
 		// Someone else refreshed while we waited; hand out their token.
-		cur, err := b.store.GetConnection(ctx, id)
-		if err != nil {
-			return Token{}, err
-		}
-		return b.tokenOf(&cur)
+		return b.tokenOf(c)
 	}
 	defer b.releaseLease(id, owner)
 
@@ -289,7 +284,7 @@ func (b *Broker) refreshFlight(ctx context.Context, id string, reason lifecycle.
 // send its refresh token (store.Connection.RefreshStartedAt), and returns
 // the row written. The write of the answer or of the failure clears it.
 func (b *Broker) markStarted(ctx context.Context, c *store.Connection, now time.Time) (*store.Connection, error) {
-	marked, err := store.Update(ctx, b.store, c.ID, func(old store.Connection) (store.Connection, []Event, error) {
+	marked, err := store.UpdateFrom(ctx, b.store, *c, func(old store.Connection) (store.Connection, []Event, error) {
 		if old.Incarnation != c.Incarnation {
 			return old, nil, store.ErrNotFound
 		}
@@ -407,7 +402,7 @@ func (b *Broker) saveRenewed(ctx context.Context, c *store.Connection, p Provide
 		events []Event
 		newer  store.Connection
 	)
-	saved, err := store.Update(ctx, b.store, c.ID, func(row store.Connection) (store.Connection, []Event, error) {
+	saved, err := store.UpdateFrom(ctx, b.store, *c, func(row store.Connection) (store.Connection, []Event, error) {
 		if row.Incarnation != c.Incarnation {
 			return row, nil, store.ErrNotFound
 		}

@@ -66,3 +66,26 @@ func Update(ctx context.Context, s VersionedStore, id string, update Updater) (C
 	}
 	return c, err
 }
+
+// UpdateFrom is [Update] for a caller that already holds the current row,
+// known (read under the refresh lease, which no other refresh writes
+// under): the first attempt applies update to known and compare-and-swaps
+// it on known's incarnation and version without reading the row again.
+// Only when that loses does it fall back to Update's read-modify-write. It
+// saves a round trip on the refresh's critical path, where every waiting
+// caller pays for each one.
+func UpdateFrom(ctx context.Context, s VersionedStore, known Connection, update Updater) (Connection, error) {
+	next, events, err := update(known)
+	if err != nil {
+		return Connection{}, err
+	}
+	if next.ID != known.ID {
+		return Connection{}, ErrIDChanged
+	}
+	next.Version, next.Incarnation = known.Version, known.Incarnation
+	c, err := s.CompareAndSwap(ctx, next, events...)
+	if !errors.Is(err, ErrConflict) {
+		return c, err
+	}
+	return Update(ctx, s, known.ID, update)
+}

@@ -3,6 +3,7 @@ package storetest
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ var connectionTests = []struct {
 	{"UpdateFuncError", testUpdateFuncError},
 	{"UpdateInvalid", testUpdateInvalid},
 	{"UpdateStale", testUpdateStale},
+	{"UpdateFrom", testUpdateFrom},
 	{"UpdateRowDeleted", testUpdateRowDeleted},
 	{"CompareAndSwap", testCompareAndSwap},
 	{"CompareAndSwapStale", testCompareAndSwapStale},
@@ -410,6 +412,54 @@ func testUpdateStale(t *testing.T, s store.Backend, clk *Clock) {
 	if got.Scope != "inner" || got.Version != 2 {
 		t.Errorf("stored Scope %q Version %d, want inner, 2", got.Scope, got.Version)
 	}
+}
+
+// testUpdateFrom: store.UpdateFrom writes on the row the caller holds when
+// it is current, and falls back to reading the row when it is not, so the
+// other writer's change is kept.
+func testUpdateFrom(t *testing.T, s store.Backend, clk *Clock) {
+	ctx := t.Context()
+	orig := mustCreate(t, s, fullConnection("conn-update-from", clk.Now()))
+	var seen []int64
+	setScope := func(scope string) store.Updater {
+		return func(old store.Connection) (store.Connection, []store.Event, error) {
+			seen = append(seen, old.Version)
+			old.Scope = scope
+			return old, nil, nil
+		}
+	}
+	first, err := store.UpdateFrom(ctx, s, orig, setScope("from-current"))
+	if err != nil {
+		t.Fatalf("UpdateFrom on the current row: %v", err)
+	}
+	if first.Version != orig.Version+1 || first.Scope != "from-current" || !slices.Equal(seen, []int64{orig.Version}) {
+		t.Fatalf("UpdateFrom on the current row: version %d scope %q, update saw versions %v; want %d, from-current, [%d]",
+			first.Version, first.Scope, seen, orig.Version+1, orig.Version)
+	}
+
+	// orig is stale now: another write landed (first). The update must
+	// be applied again to the stored row, not overwrite it.
+	seen = nil
+	meta := json.RawMessage(`{"by":"other writer"}`)
+	other, err := store.Update(ctx, s, orig.ID, func(old store.Connection) (store.Connection, []store.Event, error) {
+		old.Metadata = meta
+		return old, nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.UpdateFrom(ctx, s, orig, setScope("from-stale"))
+	if err != nil {
+		t.Fatalf("UpdateFrom on a stale row: %v", err)
+	}
+	if !slices.Equal(seen, []int64{orig.Version, other.Version}) {
+		t.Errorf("update saw versions %v, want [%d %d]: the stale row first, then the stored one", seen, orig.Version, other.Version)
+	}
+	if got.Version != other.Version+1 || got.Scope != "from-stale" || string(got.Metadata) != string(other.Metadata) {
+		t.Errorf("after UpdateFrom on a stale row: version %d scope %q metadata %s; want %d, from-stale, %s",
+			got.Version, got.Scope, got.Metadata, other.Version+1, other.Metadata)
+	}
+	expectSame(t, "GetConnection after UpdateFrom", mustGet(t, s, orig.ID), got)
 }
 
 func testUpdateRowDeleted(t *testing.T, s store.Backend, clk *Clock) {

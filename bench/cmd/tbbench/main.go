@@ -578,6 +578,9 @@ type rotatingProvider struct {
 	n       int
 	refresh int
 	reuse   int
+	// When the last refresh-token grant arrived and was answered (Unix
+	// nanoseconds): the storm benchmark splits a storm's time around them.
+	lastRecv, lastSent int64
 }
 
 func newRotatingProvider(latency time.Duration) *rotatingProvider {
@@ -601,6 +604,7 @@ func (p *rotatingProvider) issue(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *rotatingProvider) token(w http.ResponseWriter, r *http.Request) {
+	recv := time.Now().UnixNano()
 	if p.latency > 0 {
 		time.Sleep(p.latency)
 	}
@@ -626,16 +630,22 @@ func (p *rotatingProvider) token(w http.ResponseWriter, r *http.Request) {
 	delete(p.live, rt)
 	p.spent[rt] = true
 	at, next := p.pair()
+	p.lastRecv, p.lastSent = recv, time.Now().UnixNano()
 	fmt.Fprintf(w, `{"access_token":%q,"refresh_token":%q,"token_type":"Bearer","expires_in":3600}`, at, next)
 }
 
 func (p *rotatingProvider) stats(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	json.NewEncoder(w).Encode(map[string]int{"refreshes": p.refresh, "reuse": p.reuse})
+	json.NewEncoder(w).Encode(map[string]int64{"refreshes": int64(p.refresh), "reuse": int64(p.reuse),
+		"last_recv": p.lastRecv, "last_sent": p.lastSent})
 }
 
-type providerStats struct{ Refreshes, Reuse int }
+type providerStats struct {
+	Refreshes, Reuse int
+	LastRecv         int64 `json:"last_recv"`
+	LastSent         int64 `json:"last_sent"`
+}
 
 func getStats(c *http.Client, upstream string) (providerStats, error) {
 	var st providerStats
@@ -646,146 +656,6 @@ func getStats(c *http.Client, upstream string) (providerStats, error) {
 	defer resp.Body.Close()
 	err = json.NewDecoder(resp.Body).Decode(&st)
 	return st, err
-}
-
-// benchStorm: a connection whose access token has expired, 300 concurrent
-// callers, on one SQLite process and on three PostgreSQL replicas.
-func benchStorm(args []string) error {
-	var (
-		pgDSN   string
-		callers int
-		latency time.Duration
-	)
-	o, err := parse("storm", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&pgDSN, "pg", "", "PostgreSQL database for the three-replica run (postgres://…)")
-		fs.IntVar(&callers, "callers", 300, "concurrent callers per storm")
-		fs.DurationVar(&latency, "latency", 20*time.Millisecond, "the provider's token endpoint latency")
-	})
-	if err != nil {
-		return err
-	}
-	if o.rounds < 20 {
-		o.rounds = 20
-	}
-	up, err := start(nil, self(), "serve-upstream", "-latency", latency.String())
-	if err != nil {
-		return err
-	}
-	defer up.stop()
-	c := load.Client(callers)
-
-	type setup struct {
-		name  string
-		addrs []string
-		key   string
-	}
-	var setups []setup
-	sq, key, cleanup, err := startBroker(o.bin, up.addr, brokerOpts{wantKey: true})
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	setups = append(setups, setup{"SQLite, 1 process", []string{sq.addr}, key})
-	if pgDSN != "" {
-		keysDir, err := os.MkdirTemp("", "tbbench-keys-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(keysDir)
-		keys := filepath.Join(keysDir, "keys")
-		var addrs []string
-		var pgKey string
-		for i := range 3 {
-			p, k, cl, err := startBroker(o.bin, up.addr, brokerOpts{database: pgDSN, keysFile: keys, wantKey: i == 0})
-			if err != nil {
-				return err
-			}
-			defer cl()
-			if i == 0 {
-				pgKey = k
-			}
-			addrs = append(addrs, p.addr)
-		}
-		setups = append(setups, setup{"PostgreSQL, 3 replicas", addrs, pgKey})
-	}
-	fmt.Printf("Storm: %d concurrent GET …/token on an expired token, provider latency %v, %d storms per setup\n", callers, latency, o.rounds)
-	for _, st := range setups {
-		before, err := getStats(c, up.addr)
-		if err != nil {
-			return err
-		}
-		var waits []time.Duration
-		bad := 0
-		for round := range o.rounds {
-			id := fmt.Sprintf("storm-%d-%d", time.Now().UnixNano(), round)
-			resp, err := c.Post("http://"+up.addr+"/issue", "", nil)
-			if err != nil {
-				return err
-			}
-			var grant map[string]string
-			json.NewDecoder(resp.Body).Decode(&grant)
-			resp.Body.Close()
-			body, _ := json.Marshal(map[string]any{"id": id, "provider": "bench",
-				"access_token": grant["access_token"], "refresh_token": grant["refresh_token"],
-				"expires_at": time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)})
-			req, _ := http.NewRequest(http.MethodPost, "http://"+st.addrs[0]+"/v1/connections", bytes.NewReader(body))
-			req.Header.Set("Authorization", "Bearer "+st.key)
-			resp, err = c.Do(req)
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusCreated {
-				return fmt.Errorf("import: %s", resp.Status)
-			}
-			var mu sync.Mutex
-			tokens := map[string]int{}
-			var wg sync.WaitGroup
-			start := make(chan struct{})
-			for i := range callers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					req, _ := http.NewRequest(http.MethodGet, "http://"+st.addrs[i%len(st.addrs)]+"/v1/connections/"+id+"/token", nil)
-					req.Header.Set("Authorization", "Bearer "+st.key)
-					<-start
-					t0 := time.Now()
-					resp, err := c.Do(req)
-					d := time.Since(t0)
-					mu.Lock()
-					defer mu.Unlock()
-					if err != nil {
-						bad++
-						return
-					}
-					var tok map[string]any
-					json.NewDecoder(resp.Body).Decode(&tok)
-					resp.Body.Close()
-					if resp.StatusCode != http.StatusOK {
-						bad++
-						return
-					}
-					tokens[fmt.Sprint(tok["access_token"])]++
-					waits = append(waits, d)
-				}()
-			}
-			close(start)
-			wg.Wait()
-			if len(tokens) != 1 {
-				bad++
-			}
-		}
-		after, err := getStats(c, up.addr)
-		if err != nil {
-			return err
-		}
-		slices.Sort(waits)
-		r := load.Result{Latencies: waits}
-		fmt.Printf("  %-24s provider refreshes %d for %d storms (reuse %d)  wait p50 %.1fms p99 %.1fms max %.1fms  failed callers or split storms %d\n",
-			st.name, after.Refreshes-before.Refreshes, o.rounds, after.Reuse-before.Reuse,
-			ms(r.Quantile(0.5)), ms(r.Quantile(0.99)), ms(r.Quantile(1)), bad)
-	}
-	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

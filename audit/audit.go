@@ -191,7 +191,9 @@ func (r *Recorder) drain(ctx context.Context, batch []store.AuditEntry) []store.
 	return r.write(ctx, batch)
 }
 
-// write stores batch, retrying a few times, and returns it emptied.
+// write stores batch, retrying a few times, and returns it emptied. A
+// write cut short by ctx ending (the server stopping) returns the batch
+// as it was, for Run's last drain to write on a fresh context.
 func (r *Recorder) write(ctx context.Context, batch []store.AuditEntry) []store.AuditEntry {
 	if len(batch) == 0 {
 		return batch
@@ -205,8 +207,11 @@ func (r *Recorder) write(ctx context.Context, batch []store.AuditEntry) []store.
 			r.stream(batch)
 			break
 		}
+		if ctx.Err() != nil {
+			return batch
+		}
 		r.opts.Logger.Error("audit: cannot write entries", "entries", len(batch), "attempt", attempt, "error", err)
-		if attempt >= maxAttempts || ctx.Err() != nil {
+		if attempt >= maxAttempts {
 			r.opts.Logger.Error("audit: entries lost", "entries", len(batch))
 			break
 		}
@@ -215,6 +220,7 @@ func (r *Recorder) write(ctx context.Context, batch []store.AuditEntry) []store.
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
+			return batch
 		}
 	}
 	clear(batch)

@@ -5,7 +5,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -117,6 +119,53 @@ func TestBatchesAndStreams(t *testing.T) {
 	got, err := st.ListAudit(t.Context(), store.AuditFilter{Action: "late"})
 	if err != nil || len(got) != 1 {
 		t.Errorf("entry recorded before stop: %d found, %v", len(got), err)
+	}
+}
+
+// stallingStore's first AppendAudit hangs until its context ends, as a
+// write does when the server stops in the middle of it.
+type stallingStore struct {
+	*sqlite.Store
+	entered chan struct{}
+	once    sync.Once
+}
+
+func (s *stallingStore) AppendAudit(ctx context.Context, e []store.AuditEntry) error {
+	first := false
+	s.once.Do(func() { first = true })
+	if first {
+		close(s.entered)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return s.Store.AppendAudit(ctx, e)
+}
+
+// TestStopDuringWriteLosesNothing: a batch whose write is cut short by the
+// server stopping is written by the final flush, not dropped.
+func TestStopDuringWriteLosesNothing(t *testing.T) {
+	st := &stallingStore{Store: open(t, nil).Store, entered: make(chan struct{})}
+	var logs lockedBuffer
+	r, err := audit.New(audit.Options{Store: st, BatchSize: 10, FlushInterval: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, r)
+	for i := range 10 {
+		r.Record(store.AuditEntry{Actor: "svc", Action: "token.read", ConnectionID: "c" + strconv.Itoa(i), Outcome: "ok"})
+	}
+	<-st.entered // the batch of 10 is being written
+	stop()
+	got, err := st.ListAudit(t.Context(), store.AuditFilter{Action: "token.read"})
+	if err != nil || len(got) != 10 {
+		t.Fatalf("after a stop during the write: %d of 10 entries stored (%v); logs:\n%s", len(got), err, logs.String())
+	}
+	if r.Written() != 10 {
+		t.Errorf("Written() = %d, want 10", r.Written())
+	}
+	if strings.Contains(logs.String(), "lost") {
+		t.Errorf("entries reported lost:\n%s", logs.String())
 	}
 }
 

@@ -16,7 +16,9 @@
 #       print the DSN of the server started in <dir>.
 #
 # The server trusts every local connection and runs with fsync off: it is
-# for tests only. PostgreSQL refuses to run as root, so as root the server
+# for tests only. PG_OPTS adds server options after those (a later -c of a
+# setting wins): benchmarks use it to measure with commits made durable,
+# PG_OPTS="-c fsync=on -c synchronous_commit=on -c full_page_writes=on". PostgreSQL refuses to run as root, so as root the server
 # runs as the `postgres` OS user (created when missing) and <dir> is handed
 # to that user. Binaries come from $PG_BIN, PATH, or /usr/lib/postgresql/*/bin,
 # and as root are installed with apt-get when none is found.
@@ -130,7 +132,7 @@ cmd_start() {
 	local attempt port opts dsn
 	for attempt in 1 2 3 4 5; do
 		opts="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-		opts="$opts -c max_connections=200 -c shared_buffers=32MB"
+		opts="$opts -c max_connections=200 -c shared_buffers=32MB ${PG_OPTS:-}"
 		if [ $tcp -eq 1 ]; then
 			port=$(free_port)
 			opts="$opts -c unix_socket_directories='' -c listen_addresses=127.0.0.1 -c port=$port"

@@ -7,6 +7,7 @@ import (
 	"log"
 	"log/slog"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"runtime/debug"
 	"time"
@@ -56,6 +57,8 @@ type ProxyTarget struct {
 	AllowResponseHeaders []string
 
 	allow map[string]bool // AllowResponseHeaders, canonical
+	// rp proxies every call to this provider (proxy.go).
+	rp *httputil.ReverseProxy
 	// RefreshOnInvalidToken also takes an answer whose challenge says
 	// error="invalid_token" for a stale token (provider
 	// refresh_on_invalid_token; RFC 6750 §3.1); a Refresh-On request
@@ -169,7 +172,8 @@ type Server struct {
 	log            *slog.Logger
 	now            func() time.Time
 	cache          *keyCache
-	proxyLog       *log.Logger // for httputil.ReverseProxy's own complaints
+	proxyLog       *log.Logger            // for httputil.ReverseProxy's own complaints
+	mcpProxy       *httputil.ReverseProxy // every call to an MCP server (mcpproxy.go)
 	metrics        Metrics
 	metricsHandler http.Handler
 	ui             http.Handler
@@ -254,6 +258,15 @@ func New(opts Options) (*Server, error) {
 		s.metrics = noMetrics{}
 	}
 	s.proxyLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	for name, t := range s.targets {
+		allow := t.allow
+		t.rp = s.newReverseProxy(0, func(resp *http.Response) error {
+			filterResponseHeaders(resp.Header, allow)
+			return nil
+		})
+		s.targets[name] = t
+	}
+	s.mcpProxy = s.newMCPProxy()
 	ttl := opts.KeyCacheTTL
 	if ttl == 0 {
 		ttl = defaultKeyCacheTTL
@@ -373,6 +386,8 @@ type requestInfo struct {
 	errCode    string
 	// apiKey is the authenticated key, for scope checks in handlers.
 	apiKey store.APIKey
+	// proxy is the state of a proxied call (proxy.go).
+	proxy *proxyCall
 	// audit is the route's audit action; auditDetail adds to it.
 	audit       string
 	auditDetail string
@@ -420,26 +435,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		default:
 			status = http.StatusOK // net/http answers 200 for a handler that wrote nothing
 		}
-		pattern := ri.pattern
-		if pattern == "" {
-			pattern = "-"
-		}
-		attrs := []slog.Attr{
-			slog.String("method", r.Method),
-			slog.String("route", pattern),
-			slog.Int("status", status),
-			slog.Duration("duration", s.now().Sub(start)),
-		}
-		if ri.connection != "" {
-			attrs = append(attrs, slog.String("connection", ri.connection))
-		}
-		if ri.key != "" {
-			attrs = append(attrs, slog.String("key", ri.key))
-		}
-		if ri.errCode != "" {
-			attrs = append(attrs, slog.String("error", ri.errCode))
-		}
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+		s.logRequest(r, ri, status, start)
 		s.observe(ri, status)
 		s.recordAudit(ri, r.Method, status)
 		if abort {
@@ -467,6 +463,35 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.mux.ServeHTTP(rec, r)
+}
+
+// logRequest writes the request's log line. The level is checked first:
+// the attributes would be built (and allocated) for nothing at the
+// default warn level.
+func (s *Server) logRequest(r *http.Request, ri *requestInfo, status int, start time.Time) {
+	if !s.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
+	pattern := ri.pattern
+	if pattern == "" {
+		pattern = "-"
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("route", pattern),
+		slog.Int("status", status),
+		slog.Duration("duration", s.now().Sub(start)),
+	}
+	if ri.connection != "" {
+		attrs = append(attrs, slog.String("connection", ri.connection))
+	}
+	if ri.key != "" {
+		attrs = append(attrs, slog.String("key", ri.key))
+	}
+	if ri.errCode != "" {
+		attrs = append(attrs, slog.String("error", ri.errCode))
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }
 
 // route wraps a route's handler with authentication and the scope check.

@@ -27,7 +27,7 @@ const proxyPrefix = "/v1/proxy/"
 // maxRefreshOn bounds the statuses a Refresh-On header may list.
 const maxRefreshOn = 10
 
-// droppedHeaders are the caller's headers that must not reach the provider:
+// droppedHeaders (canonical names) are the caller's headers that must not reach the provider:
 // the caller's credentials for tokenbroker (the provider gets its own
 // token), and anything that would tell the provider about the caller.
 var droppedHeaders = []string{"Authorization", "Proxy-Authorization", "Cookie", "Refresh-On", "X-Real-Ip"}
@@ -120,7 +120,7 @@ func (s *Server) newReverseProxy(flush time.Duration, modify func(*http.Response
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.Host = "" // the target's host, from the URL
 			for _, h := range droppedHeaders {
-				pr.Out.Header.Del(h)
+				delete(pr.Out.Header, h) // canonical already: Del would canonicalise again
 			}
 			if c, err := callOf(pr.In); err == nil {
 				pr.Out.URL = c.upstream

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -449,20 +450,27 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.writeError(rec, r, invalid(err.Error()))
 		return
 	}
-	if h, pattern := s.mux.Handler(r); pattern == "" {
-		// No route: the mux's own 404 or 405 (with Allow), in our format.
-		fallback := &headerCapture{header: http.Header{}}
-		h.ServeHTTP(fallback, r)
-		if fallback.status == http.StatusMethodNotAllowed {
-			rec.Header().Set("Allow", fallback.header.Get("Allow"))
-			s.writeError(rec, r, apiError{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed,
-				message: "method " + r.Method + " is not allowed here"})
-			return
-		}
-		s.writeError(rec, r, apiError{status: http.StatusNotFound, code: codeNotFound, message: "no such route"})
+	// One match of the route table per request: a route's handler takes
+	// the real writer back from mw (route). When no route matches, what
+	// the mux writes itself stays in mw and is answered here instead.
+	mw := &muxWriter{rec: rec}
+	s.mux.ServeHTTP(mw, r)
+	if mw.routed {
 		return
 	}
-	s.mux.ServeHTTP(rec, r)
+	switch {
+	case mw.status >= 300 && mw.status < 400:
+		// A redirect to the path with a trailing slash (/ui to /ui/).
+		maps.Copy(rec.Header(), mw.header)
+		rec.WriteHeader(mw.status)
+		_, _ = rec.Write(mw.body)
+	case mw.status == http.StatusMethodNotAllowed:
+		rec.Header().Set("Allow", mw.header.Get("Allow"))
+		s.writeError(rec, r, apiError{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed,
+			message: "method " + r.Method + " is not allowed here"})
+	default:
+		s.writeError(rec, r, apiError{status: http.StatusNotFound, code: codeNotFound, message: "no such route"})
+	}
 }
 
 // logRequest writes the request's log line. The level is checked first:
@@ -497,6 +505,9 @@ func (s *Server) logRequest(r *http.Request, ri *requestInfo, status int, start 
 // route wraps a route's handler with authentication and the scope check.
 func (s *Server) route(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if mw, ok := w.(*muxWriter); ok {
+			w = mw.route()
+		}
 		ri := info(r.Context())
 		ri.pattern = rt.pattern
 		// With tracing on, the request's span is named by its route, never
@@ -622,21 +633,41 @@ func (w *recorder) Flush() {
 
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// headerCapture collects what the mux's fallback handlers write.
-type headerCapture struct {
+// muxWriter is the writer the ServeMux gets. A route's handler unwraps it
+// at once (route); the mux's own answers for a request no route matches
+// (404, 405 with Allow, a redirect) are kept for serve to rewrite.
+type muxWriter struct {
+	rec    *recorder
+	routed bool
+
 	header http.Header
 	status int
+	body   []byte
 }
 
-func (c *headerCapture) Header() http.Header { return c.header }
-func (c *headerCapture) WriteHeader(code int) {
-	if c.status == 0 {
-		c.status = code
+// route returns the real writer for a route's handler.
+func (m *muxWriter) route() http.ResponseWriter {
+	m.routed = true
+	return m.rec
+}
+
+func (m *muxWriter) Header() http.Header {
+	if m.header == nil {
+		m.header = http.Header{}
+	}
+	return m.header
+}
+
+func (m *muxWriter) WriteHeader(code int) {
+	if m.status == 0 {
+		m.status = code
 	}
 }
-func (c *headerCapture) Write(p []byte) (int, error) {
-	if c.status == 0 {
-		c.status = http.StatusOK
+
+func (m *muxWriter) Write(p []byte) (int, error) {
+	if m.status == 0 {
+		m.status = http.StatusOK
 	}
+	m.body = append(m.body, p...)
 	return len(p), nil
 }

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,6 +83,42 @@ func BenchmarkHotPath(b *testing.B) {
 			}
 		}
 	})
+	// Over loopback HTTP, one client at a time: tokenbroker's handler and
+	// a plain ReverseProxy with the same transport settings, each behind
+	// its own net/http server. The difference is what tokenbroker adds
+	// to a proxied call's latency, without the other processes that
+	// tbbench proxy -c 1 shares the machine with.
+	tb := httptest.NewServer(h)
+	b.Cleanup(tb.Close)
+	target, _ := url.Parse(upstream.URL)
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	tr.ResponseHeaderTimeout = config.DefaultProxyTimeout
+	rp := httptest.NewServer(&httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }, Transport: tr})
+	b.Cleanup(rp.Close)
+	for _, v := range []struct{ name, url, key string }{
+		{"proxy-http", tb.URL + "/v1/proxy/c1/v1/items?page=1", key},
+		{"revproxy-http", rp.URL + "/api/v1/items?page=1", "x"},
+		{"token-http", tb.URL + "/v1/connections/c1/token", key},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			c := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+			b.ReportAllocs()
+			for b.Loop() {
+				req, _ := http.NewRequest("GET", v.url, nil)
+				req.Header.Set("Authorization", "Bearer "+v.key)
+				resp, err := c.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+		})
+	}
 	b.Run("proxy-bare", func(b *testing.B) {
 		// What any proxy costs at least: the upstream round trip over a
 		// pooled keep-alive connection, body read.

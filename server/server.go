@@ -276,6 +276,8 @@ func New(opts Options) (*Server, error) {
 		s.cache = newKeyCache(ttl, keyCacheSize, s.now)
 	}
 
+	// Every handler on the mux must be a s.route: serve treats an answer
+	// no route's handler took over (muxWriter) as the mux's own 404/405.
 	s.mux = http.NewServeMux()
 	for _, rt := range routes() {
 		s.mux.Handle(rt.pattern, s.route(rt))

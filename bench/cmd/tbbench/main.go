@@ -2,7 +2,8 @@
 // baselines, each in its own process on loopback, in one run:
 //
 //	tbbench token -bin ./tokenbroker   GET …/token vs a bare net/http JSON handler
-//	tbbench proxy -bin ./tokenbroker   /v1/proxy vs direct vs httputil.ReverseProxy
+//	tbbench proxy -bin ./tokenbroker   /v1/proxy vs httputil.ReverseProxy (plain and with a buffer pool);
+//	                                   -clients 32,256 -size small,64k -sse (proxy.go)
 //	tbbench rss   -bin ./tokenbroker   resident memory with N imported connections
 //	tbbench storm -bin ./tokenbroker -pg postgres://…   300 callers on an expired token,
 //	                                   one SQLite process vs three PostgreSQL replicas

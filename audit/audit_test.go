@@ -234,3 +234,28 @@ func TestNewValidates(t *testing.T) {
 		t.Error("New with a negative retention succeeded")
 	}
 }
+
+// TestFullBatchWakesWriter: a full batch is written without waiting for
+// the flush interval (here an hour) or a Flush call.
+func TestFullBatchWakesWriter(t *testing.T) {
+	st := open(t, nil)
+	r, err := audit.New(audit.Options{Store: st, BatchSize: 10, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, r)
+	defer stop()
+	for range 10 {
+		r.Record(store.AuditEntry{Actor: "svc", Action: "token.read", Outcome: "ok"})
+	}
+	for r.Written() < 10 {
+		select {
+		case <-t.Context().Done():
+			t.Fatalf("written %d of a full batch of 10", r.Written())
+		case <-time.After(time.Millisecond):
+		}
+	}
+	if r.Written() != 10 {
+		t.Errorf("written %d, want 10", r.Written())
+	}
+}

@@ -78,8 +78,12 @@ type Metrics struct {
 	tokenRequests   *prometheus.CounterVec
 	proxyRequests   *prometheus.CounterVec
 	httpRequests    *prometheus.CounterVec
-	scheduler       schedulerMetrics
-	webhook         webhookMetrics
+	// The counters of the label sets the request path has used (served.go).
+	httpServed  counterCache[routeStatus]
+	tokenServed counterCache[string]
+	proxyServed counterCache[string]
+	scheduler   schedulerMetrics
+	webhook     webhookMetrics
 }
 
 // New creates tokenbroker's collectors and registers them on
@@ -163,19 +167,25 @@ func (m *Metrics) RequestServed(route string, code int) {
 	if route == "" {
 		route = labelUnmatched
 	}
-	m.httpRequests.WithLabelValues(route, statusLabel(code)).Inc()
+	m.httpServed.get(routeStatus{route, code}, func() prometheus.Counter {
+		return m.httpRequests.WithLabelValues(route, statusLabel(code))
+	}).Inc()
 }
 
 // TokenServed records the result of a token request. It implements
 // server.Metrics.
 func (m *Metrics) TokenServed(result string) {
-	m.tokenRequests.WithLabelValues(resultLabel(result)).Inc()
+	m.tokenServed.get(result, func() prometheus.Counter {
+		return m.tokenRequests.WithLabelValues(resultLabel(result))
+	}).Inc()
 }
 
 // ProxyServed records the result of a proxied call. It implements
 // server.Metrics.
 func (m *Metrics) ProxyServed(result string) {
-	m.proxyRequests.WithLabelValues(resultLabel(result)).Inc()
+	m.proxyServed.get(result, func() prometheus.Counter {
+		return m.proxyRequests.WithLabelValues(resultLabel(result))
+	}).Inc()
 }
 
 // Handler serves g's metrics in the Prometheus exposition formats. A

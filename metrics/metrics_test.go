@@ -197,6 +197,25 @@ func TestLabels(t *testing.T) {
 				{"tokenbroker_http_requests_total", labels{"route", "GET /readyz", "code", "other"}, 1},
 			},
 		},
+		{
+			// Counted through the cache of counters (served.go): the
+			// second and later calls must land on the same series.
+			name: "token and proxy results",
+			observe: func(m *Metrics) {
+				for range 3 {
+					m.TokenServed("")
+					m.ProxyServed("bad_gateway")
+					m.ProxyServed("free form: not a code")
+				}
+				m.TokenServed("reauth_required")
+			},
+			want: []sample{
+				{"tokenbroker_token_requests_total", labels{"result", "ok"}, 3},
+				{"tokenbroker_token_requests_total", labels{"result", "reauth_required"}, 1},
+				{"tokenbroker_proxy_requests_total", labels{"result", "bad_gateway"}, 3},
+				{"tokenbroker_proxy_requests_total", labels{"result", "other"}, 3},
+			},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -218,6 +237,22 @@ func TestLabels(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestServedAllocatesNothing: counting an answer on the request path is
+// a cached counter's increment once its labels have been seen.
+func TestServedAllocatesNothing(t *testing.T) {
+	m, err := New(Options{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		m.RequestServed("GET /v1/connections/{id}/token", 200)
+		m.TokenServed("")
+		m.ProxyServed("bad_gateway")
+	}); n != 0 {
+		t.Errorf("%v allocations per answer, want 0", n)
 	}
 }
 

@@ -274,7 +274,7 @@ func TestKeyCacheRevocation(t *testing.T) {
 func TestKeyCacheBounded(t *testing.T) {
 	c := newKeyCache(time.Minute, 4, time.Now)
 	for i := range 20 {
-		h := HashAPIKey(strings.Repeat("k", i+1))
+		h := [32]byte(HashAPIKey(strings.Repeat("k", i+1)))
 		c.put(h, keyWithID(i), c.generation())
 		if n := len(c.entries); n > 4 {
 			t.Fatalf("cache holds %d entries, max 4", n)

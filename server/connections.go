@@ -316,7 +316,12 @@ func (s *Server) getToken(w http.ResponseWriter, r *http.Request) {
 		secs := max(int64(t.ExpiresAt.Sub(s.now())/time.Second), 0)
 		out.ExpiresIn = &secs
 	}
-	s.writeJSON(w, r, http.StatusOK, out)
+	body, err := encodeTokenView(&out)
+	if err != nil {
+		s.encodeFailed(w, r, err)
+		return
+	}
+	s.writeBody(w, http.StatusOK, body)
 }
 
 func (s *Server) refreshConnection(w http.ResponseWriter, r *http.Request) {

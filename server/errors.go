@@ -187,16 +187,35 @@ func retryAfterSeconds(d time.Duration) string {
 func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
-		s.log.ErrorContext(r.Context(), "cannot encode response", "route", info(r.Context()).pattern, "error", err)
-		status = http.StatusInternalServerError
-		info(r.Context()).errCode = codeInternal
-		body = []byte(`{"error":{"code":"internal","message":"internal error"}}`)
+		s.encodeFailed(w, r, err)
+		return
 	}
+	s.writeBody(w, status, append(body, '\n'))
+}
+
+// encodeFailed answers for a response that could not be encoded.
+func (s *Server) encodeFailed(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.ErrorContext(r.Context(), "cannot encode response", "route", info(r.Context()).pattern, "error", err)
+	info(r.Context()).errCode = codeInternal
+	s.writeBody(w, http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"internal error"}}`+"\n"))
+}
+
+// Shared, never modified header values: Header.Set would allocate one
+// slice per header and answer. Add on one appends to a copy, as their
+// capacity is their length.
+var (
+	headerJSON    = []string{"application/json"}
+	headerNoStore = []string{"no-store"}
+	headerNoSniff = []string{"nosniff"}
+)
+
+// writeBody answers with body, JSON ending in a newline, uncacheable.
+func (s *Server) writeBody(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Length", strconv.Itoa(len(body)+1))
+	h["Content-Type"] = headerJSON
+	h["Cache-Control"] = headerNoStore
+	h["X-Content-Type-Options"] = headerNoSniff
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	_, _ = w.Write(body)
 }

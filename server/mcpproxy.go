@@ -63,46 +63,53 @@ func (s *Server) proxyMCP(w http.ResponseWriter, r *http.Request, id string, fir
 		s.writeError(w, r, invalid("could not read the request body"))
 		return
 	}
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL = upstream
-			pr.Out.Host = ""
-			for _, h := range droppedHeaders {
-				pr.Out.Header.Del(h)
-			}
-		},
-		Transport: &client.Transport{
-			Source: &connectionSource{broker: s.broker, id: id, first: &first},
-			Base:   s.mcpTransport,
-			// A 401 is stale (MCP servers answer an expired token with
-			// invalid_token, or with no error at all), as is any answer
-			// whose challenge says invalid_token; a step-up
-			// (insufficient_scope) is never refreshed and goes back to
-			// the caller as it came (client.Transport's challenge rules).
-			RefreshOn:             []int{http.StatusUnauthorized},
-			PassInsufficientScope: true,
-		},
-		// ReverseProxy flushes text/event-stream answers after every
-		// write; -1 does so for streamed answers of other types too.
-		FlushInterval: -1,
-		ModifyResponse: func(resp *http.Response) error {
-			if resp.StatusCode != http.StatusForbidden {
-				return nil
-			}
-			c, ok := mcpauth.BearerChallenge(resp.Header)
-			if !ok || c.Params["error"] != "insufficient_scope" || len(c.Scopes()) == 0 {
-				return nil
-			}
-			if _, err := mb.RecordScopeNeeded(context.WithoutCancel(r.Context()), id, c.Scopes()); err != nil {
-				s.log.WarnContext(r.Context(), "could not record the scopes an MCP server asked for",
-					"connection", id, "error", err)
-			}
-			return nil
-		},
-		ErrorHandler: s.proxyError,
-		ErrorLog:     s.proxyLog,
+	call := &proxyCall{
+		upstream: upstream,
+		source:   connectionSource{broker: s.broker, id: id, first: first, haveFirst: true},
 	}
-	rp.ServeHTTP(w, r)
+	call.transport = client.Transport{
+		Source: &call.source,
+		Base:   s.mcpTransport,
+		// A 401 is stale (MCP servers answer an expired token with
+		// invalid_token, or with no error at all), as is any answer
+		// whose challenge says invalid_token; a step-up
+		// (insufficient_scope) is never refreshed and goes back to
+		// the caller as it came (client.Transport's challenge rules).
+		RefreshOn:             []int{http.StatusUnauthorized},
+		PassInsufficientScope: true,
+	}
+	info(r.Context()).proxy = call
+	s.mcpProxy.ServeHTTP(w, r)
+}
+
+// newMCPProxy builds the ReverseProxy of every call to an MCP server.
+// ReverseProxy flushes text/event-stream answers after every write; -1
+// does so for streamed answers of other types too. A 403 whose challenge
+// asks for more scopes is recorded as a step-up for the connection.
+func (s *Server) newMCPProxy() *httputil.ReverseProxy {
+	return s.newReverseProxy(-1, func(resp *http.Response) error {
+		if resp.StatusCode != http.StatusForbidden {
+			return nil
+		}
+		mb, ok := s.broker.(MCPBroker)
+		if !ok {
+			return nil
+		}
+		c, ok := mcpauth.BearerChallenge(resp.Header)
+		if !ok || c.Params["error"] != "insufficient_scope" || len(c.Scopes()) == 0 {
+			return nil
+		}
+		call, err := callOf(resp.Request)
+		if err != nil {
+			return err
+		}
+		ctx, id := resp.Request.Context(), call.source.id
+		if _, err := mb.RecordScopeNeeded(context.WithoutCancel(ctx), id, c.Scopes()); err != nil {
+			s.log.WarnContext(ctx, "could not record the scopes an MCP server asked for",
+				"connection", id, "error", err)
+		}
+		return nil
+	})
 }
 
 // mcpUpstreamURL maps /v1/proxy/{id}/ to the server URL itself and

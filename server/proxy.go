@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/client"
@@ -25,7 +27,7 @@ const proxyPrefix = "/v1/proxy/"
 // maxRefreshOn bounds the statuses a Refresh-On header may list.
 const maxRefreshOn = 10
 
-// droppedHeaders are the caller's headers that must not reach the provider:
+// droppedHeaders (canonical names) are the caller's headers that must not reach the provider:
 // the caller's credentials for tokenbroker (the provider gets its own
 // token), and anything that would tell the provider about the caller.
 var droppedHeaders = []string{"Authorization", "Proxy-Authorization", "Cookie", "Refresh-On", "X-Real-Ip"}
@@ -67,36 +69,109 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	rp := &httputil.ReverseProxy{
+	call := &proxyCall{
+		upstream: upstream,
+		source:   connectionSource{broker: s.broker, id: id, first: first, haveFirst: true},
+	}
+	call.transport = client.Transport{
+		Source:    &call.source,
+		Base:      s.proxyTransport,
+		RefreshOn: refreshOn,
+		// The provider's statuses are its stale signal, and with
+		// refresh_on_invalid_token also a challenge that says
+		// invalid_token (docs/mcp.md); a step-up challenge goes back to
+		// the caller as it came.
+		IgnoreInvalidToken:    !invalidToken,
+		PassInsufficientScope: true,
+	}
+	info(r.Context()).proxy = call
+	target.rp.ServeHTTP(w, r)
+}
+
+// proxyCall is what differs between two proxied calls through one
+// provider: where the call goes and the connection whose token it
+// carries, with the Refresh-On statuses. It travels in the request's
+// requestInfo, so that one ReverseProxy and one transport per provider
+// serve every call (newReverseProxy) instead of a new pair per request.
+type proxyCall struct {
+	upstream  *url.URL
+	source    connectionSource
+	transport client.Transport
+}
+
+// callOf returns the call state the proxy handler put on the request.
+func callOf(r *http.Request) (*proxyCall, error) {
+	if c := info(r.Context()).proxy; c != nil {
+		return c, nil
+	}
+	return nil, errors.New("server: proxied request has no call state")
+}
+
+// newReverseProxy builds the ReverseProxy shared by every call to one
+// provider (or to MCP servers). modify, if set, sees each response.
+// flush is ReverseProxy's FlushInterval: 0 flushes text/event-stream
+// answers and answers of unknown length after every write, as they come;
+// -1 flushes every answer so.
+func (s *Server) newReverseProxy(flush time.Duration, modify func(*http.Response) error) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
 		// Rewrite (not Director): the inbound Forwarded and X-Forwarded-*
 		// headers are removed, and no SetXForwarded: the provider learns
 		// nothing about our callers' addresses.
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL = upstream
 			pr.Out.Host = "" // the target's host, from the URL
 			for _, h := range droppedHeaders {
-				pr.Out.Header.Del(h)
+				delete(pr.Out.Header, h) // canonical already: Del would canonicalise again
+			}
+			if c, err := callOf(pr.In); err == nil {
+				pr.Out.URL = c.upstream
 			}
 		},
-		Transport: &client.Transport{
-			Source:    &connectionSource{broker: s.broker, id: id, first: &first},
-			Base:      s.proxyTransport,
-			RefreshOn: refreshOn,
-			// The provider's statuses are its stale signal, and with
-			// refresh_on_invalid_token also a challenge that says
-			// invalid_token (docs/mcp.md); a step-up challenge goes back
-			// to the caller as it came.
-			IgnoreInvalidToken:    !invalidToken,
-			PassInsufficientScope: true,
-		},
-		ModifyResponse: func(resp *http.Response) error {
-			filterResponseHeaders(resp.Header, target.allow)
-			return nil
-		},
-		ErrorHandler: s.proxyError,
-		ErrorLog:     s.proxyLog,
+		Transport:      callTransport{},
+		FlushInterval:  flush,
+		ModifyResponse: modify,
+		ErrorHandler:   s.proxyError,
+		ErrorLog:       s.proxyLog,
+		BufferPool:     copyBuffers,
 	}
-	rp.ServeHTTP(w, r)
+}
+
+// callTransport sends a proxied request with its call's transport, which
+// adds the connection's token and refreshes it on a stale answer.
+type callTransport struct{}
+
+func (callTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	c, err := callOf(req)
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	return c.transport.RoundTrip(req)
+}
+
+// copyBuffers lends ReverseProxy its 32 KiB copy buffers, which it would
+// otherwise allocate for every response (BENCHMARKS.md, "Allocations per
+// request").
+var copyBuffers = &bufferPool{}
+
+type bufferPool struct{ p sync.Pool }
+
+const copyBufferSize = 32 << 10
+
+func (b *bufferPool) Get() []byte {
+	if p, ok := b.p.Get().(*[]byte); ok {
+		return *p
+	}
+	return make([]byte, copyBufferSize)
+}
+
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) != copyBufferSize {
+		return
+	}
+	buf = buf[:copyBufferSize]
+	b.p.Put(&buf)
 }
 
 // bufferBody keeps a body of up to maxReplay bytes in memory so that the
@@ -173,7 +248,8 @@ type connectionSource struct {
 	id     string
 	// first is the token the proxy already fetched to route the call;
 	// the first Token call hands it out instead of fetching it again.
-	first *broker.Token
+	first     broker.Token
+	haveFirst bool
 }
 
 // sourceError marks an error of the token source, so that the proxy's error
@@ -184,9 +260,9 @@ func (e *sourceError) Error() string { return e.err.Error() }
 func (e *sourceError) Unwrap() error { return e.err }
 
 func (cs *connectionSource) Token(ctx context.Context) (*oauth.Token, error) {
-	if t := cs.first; t != nil {
-		cs.first = nil
-		return toOAuth(*t), nil
+	if cs.haveFirst {
+		cs.haveFirst = false
+		return toOAuth(cs.first), nil
 	}
 	t, err := cs.broker.GetToken(ctx, cs.id)
 	if err != nil {

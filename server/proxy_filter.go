@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// droppedResponseHeaders are provider response headers that must not reach
+// droppedResponseHeaders (canonical names) are provider response headers that must not reach
 // the caller (docs/security.md, "Proxy responses"): cookies would be set
 // for the broker's origin, CORS headers would open the broker's origin to
 // other sites, and the rest describe the provider's own origin and
@@ -46,7 +46,7 @@ func filterResponseHeaders(h http.Header, allow map[string]bool) {
 	}
 	for _, name := range droppedResponseHeaders {
 		if !allow[name] {
-			h.Del(name)
+			delete(h, name) // canonical already: Del would canonicalise again
 		}
 	}
 }

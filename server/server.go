@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"maps"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"runtime/debug"
 	"time"
@@ -56,6 +58,8 @@ type ProxyTarget struct {
 	AllowResponseHeaders []string
 
 	allow map[string]bool // AllowResponseHeaders, canonical
+	// rp proxies every call to this provider (proxy.go).
+	rp *httputil.ReverseProxy
 	// RefreshOnInvalidToken also takes an answer whose challenge says
 	// error="invalid_token" for a stale token (provider
 	// refresh_on_invalid_token; RFC 6750 §3.1); a Refresh-On request
@@ -169,7 +173,8 @@ type Server struct {
 	log            *slog.Logger
 	now            func() time.Time
 	cache          *keyCache
-	proxyLog       *log.Logger // for httputil.ReverseProxy's own complaints
+	proxyLog       *log.Logger            // for httputil.ReverseProxy's own complaints
+	mcpProxy       *httputil.ReverseProxy // every call to an MCP server (mcpproxy.go)
 	metrics        Metrics
 	metricsHandler http.Handler
 	ui             http.Handler
@@ -254,6 +259,15 @@ func New(opts Options) (*Server, error) {
 		s.metrics = noMetrics{}
 	}
 	s.proxyLog = slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	for name, t := range s.targets {
+		allow := t.allow
+		t.rp = s.newReverseProxy(0, func(resp *http.Response) error {
+			filterResponseHeaders(resp.Header, allow)
+			return nil
+		})
+		s.targets[name] = t
+	}
+	s.mcpProxy = s.newMCPProxy()
 	ttl := opts.KeyCacheTTL
 	if ttl == 0 {
 		ttl = defaultKeyCacheTTL
@@ -262,6 +276,8 @@ func New(opts Options) (*Server, error) {
 		s.cache = newKeyCache(ttl, keyCacheSize, s.now)
 	}
 
+	// Every handler on the mux must be a s.route: serve treats an answer
+	// no route's handler took over (muxWriter) as the mux's own 404/405.
 	s.mux = http.NewServeMux()
 	for _, rt := range routes() {
 		s.mux.Handle(rt.pattern, s.route(rt))
@@ -373,6 +389,8 @@ type requestInfo struct {
 	errCode    string
 	// apiKey is the authenticated key, for scope checks in handlers.
 	apiKey store.APIKey
+	// proxy is the state of a proxied call (proxy.go).
+	proxy *proxyCall
 	// audit is the route's audit action; auditDetail adds to it.
 	audit       string
 	auditDetail string
@@ -420,26 +438,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		default:
 			status = http.StatusOK // net/http answers 200 for a handler that wrote nothing
 		}
-		pattern := ri.pattern
-		if pattern == "" {
-			pattern = "-"
-		}
-		attrs := []slog.Attr{
-			slog.String("method", r.Method),
-			slog.String("route", pattern),
-			slog.Int("status", status),
-			slog.Duration("duration", s.now().Sub(start)),
-		}
-		if ri.connection != "" {
-			attrs = append(attrs, slog.String("connection", ri.connection))
-		}
-		if ri.key != "" {
-			attrs = append(attrs, slog.String("key", ri.key))
-		}
-		if ri.errCode != "" {
-			attrs = append(attrs, slog.String("error", ri.errCode))
-		}
-		s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+		s.logRequest(r, ri, status, start)
 		s.observe(ri, status)
 		s.recordAudit(ri, r.Method, status)
 		if abort {
@@ -453,25 +452,64 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.writeError(rec, r, invalid(err.Error()))
 		return
 	}
-	if h, pattern := s.mux.Handler(r); pattern == "" {
-		// No route: the mux's own 404 or 405 (with Allow), in our format.
-		fallback := &headerCapture{header: http.Header{}}
-		h.ServeHTTP(fallback, r)
-		if fallback.status == http.StatusMethodNotAllowed {
-			rec.Header().Set("Allow", fallback.header.Get("Allow"))
-			s.writeError(rec, r, apiError{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed,
-				message: "method " + r.Method + " is not allowed here"})
-			return
-		}
-		s.writeError(rec, r, apiError{status: http.StatusNotFound, code: codeNotFound, message: "no such route"})
+	// One match of the route table per request: a route's handler takes
+	// the real writer back from mw (route). When no route matches, what
+	// the mux writes itself stays in mw and is answered here instead.
+	mw := &muxWriter{rec: rec}
+	s.mux.ServeHTTP(mw, r)
+	if mw.routed {
 		return
 	}
-	s.mux.ServeHTTP(rec, r)
+	switch {
+	case mw.status >= 300 && mw.status < 400:
+		// A redirect to the path with a trailing slash (/ui to /ui/).
+		maps.Copy(rec.Header(), mw.header)
+		rec.WriteHeader(mw.status)
+		_, _ = rec.Write(mw.body)
+	case mw.status == http.StatusMethodNotAllowed:
+		rec.Header().Set("Allow", mw.header.Get("Allow"))
+		s.writeError(rec, r, apiError{status: http.StatusMethodNotAllowed, code: codeMethodNotAllowed,
+			message: "method " + r.Method + " is not allowed here"})
+	default:
+		s.writeError(rec, r, apiError{status: http.StatusNotFound, code: codeNotFound, message: "no such route"})
+	}
+}
+
+// logRequest writes the request's log line. The level is checked first:
+// the attributes would be built (and allocated) for nothing at the
+// default warn level.
+func (s *Server) logRequest(r *http.Request, ri *requestInfo, status int, start time.Time) {
+	if !s.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
+	pattern := ri.pattern
+	if pattern == "" {
+		pattern = "-"
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("route", pattern),
+		slog.Int("status", status),
+		slog.Duration("duration", s.now().Sub(start)),
+	}
+	if ri.connection != "" {
+		attrs = append(attrs, slog.String("connection", ri.connection))
+	}
+	if ri.key != "" {
+		attrs = append(attrs, slog.String("key", ri.key))
+	}
+	if ri.errCode != "" {
+		attrs = append(attrs, slog.String("error", ri.errCode))
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }
 
 // route wraps a route's handler with authentication and the scope check.
 func (s *Server) route(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if mw, ok := w.(*muxWriter); ok {
+			w = mw.route()
+		}
 		ri := info(r.Context())
 		ri.pattern = rt.pattern
 		// With tracing on, the request's span is named by its route, never
@@ -597,21 +635,41 @@ func (w *recorder) Flush() {
 
 func (w *recorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// headerCapture collects what the mux's fallback handlers write.
-type headerCapture struct {
+// muxWriter is the writer the ServeMux gets. A route's handler unwraps it
+// at once (route); the mux's own answers for a request no route matches
+// (404, 405 with Allow, a redirect) are kept for serve to rewrite.
+type muxWriter struct {
+	rec    *recorder
+	routed bool
+
 	header http.Header
 	status int
+	body   []byte
 }
 
-func (c *headerCapture) Header() http.Header { return c.header }
-func (c *headerCapture) WriteHeader(code int) {
-	if c.status == 0 {
-		c.status = code
+// route returns the real writer for a route's handler.
+func (m *muxWriter) route() http.ResponseWriter {
+	m.routed = true
+	return m.rec
+}
+
+func (m *muxWriter) Header() http.Header {
+	if m.header == nil {
+		m.header = http.Header{}
+	}
+	return m.header
+}
+
+func (m *muxWriter) WriteHeader(code int) {
+	if m.status == 0 {
+		m.status = code
 	}
 }
-func (c *headerCapture) Write(p []byte) (int, error) {
-	if c.status == 0 {
-		c.status = http.StatusOK
+
+func (m *muxWriter) Write(p []byte) (int, error) {
+	if m.status == 0 {
+		m.status = http.StatusOK
 	}
+	m.body = append(m.body, p...)
 	return len(p), nil
 }

@@ -31,5 +31,7 @@ func main() {
 	// a second one forces the exit (see serve.go).
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(withCPUProfile(os.Getenv(cpuProfileEnv), os.Stderr, func() int {
+		return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	}))
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math/bits"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tokenbroker/tokenbroker/store"
@@ -23,41 +25,104 @@ func (s *Store) AppendAudit(ctx context.Context, entries []store.AuditEntry) err
 		return nil
 	}
 	const op = "append audit entries"
+	// Many rows per statement: one statement per row costs most of the
+	// time in the driver, not in SQLite. The statements are prepared once
+	// for a few fixed row counts (powers of two), so that a batch is a
+	// handful of executions and no SQL parsing: parsing a fresh 100-row
+	// INSERT per batch cost as much CPU as storing its rows (BENCHMARKS.md,
+	// "Audit trail"). They are prepared before the transaction begins,
+	// because the writer pool has a single connection.
+	var stmts [auditSizes]*sql.Stmt
+	for rest := len(entries); rest > 0; {
+		i := auditSizeFor(rest)
+		if stmts[i] == nil {
+			st, err := s.audit.get(ctx, s.w, i)
+			if err != nil {
+				return s.fail(ctx, op, err)
+			}
+			stmts[i] = st
+		}
+		rest -= 1 << i
+	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return s.fail(ctx, op, err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	now := s.now()
-	// Many rows per statement: one statement per row costs most of the
-	// time in the driver, not in SQLite.
+	now := s.now().UnixMicro()
+	args := make([]any, 0, auditColumns<<(auditSizes-1))
 	for len(entries) > 0 {
-		chunk := entries[:min(len(entries), auditRowsPerInsert)]
+		i := auditSizeFor(len(entries))
+		chunk := entries[:1<<i]
 		entries = entries[len(chunk):]
-		var q strings.Builder
-		q.WriteString(`INSERT INTO audit_log (at, actor, actor_id, action, connection_id, outcome, detail) VALUES `)
-		args := make([]any, 0, 7*len(chunk))
-		for i, e := range chunk {
-			if i > 0 {
-				q.WriteByte(',')
+		args = args[:0]
+		for _, e := range chunk {
+			at := now
+			if !e.Time.IsZero() {
+				at = e.Time.UnixMicro()
 			}
-			q.WriteString("(?, ?, ?, ?, ?, ?, ?)")
-			at := e.Time
-			if at.IsZero() {
-				at = now
-			}
-			args = append(args, at.UnixMicro(), e.Actor, e.ActorID, e.Action, e.ConnectionID, e.Outcome, e.Detail)
+			args = append(args, at, e.Actor, e.ActorID, e.Action, e.ConnectionID, e.Outcome, e.Detail)
 		}
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+		if _, err := tx.StmtContext(ctx, stmts[i]).ExecContext(ctx, args...); err != nil {
 			return s.fail(ctx, op, err)
 		}
 	}
 	return s.fail(ctx, op, tx.Commit())
 }
 
-// auditRowsPerInsert keeps one statement's parameters (7 a row) well under
-// SQLite's limit.
-const auditRowsPerInsert = 100
+const (
+	// auditSizes is how many prepared INSERTs there are: of 1, 2, 4, …,
+	// 256 rows. 256 rows of 7 parameters stay well under SQLite's limit
+	// of 32766 parameters per statement.
+	auditSizes   = 9
+	auditColumns = 7
+)
+
+// auditSizeFor is the index of the largest prepared INSERT that n rows
+// fill: floor(log2(n)), at most auditSizes-1.
+func auditSizeFor(n int) int {
+	return min(bits.Len(uint(n))-1, auditSizes-1)
+}
+
+// auditStmts prepares the audit INSERTs on first use: the tables may be
+// created after Open (Options.SkipMigrate).
+type auditStmts struct {
+	mu    sync.Mutex
+	stmts [auditSizes]*sql.Stmt
+}
+
+func (a *auditStmts) get(ctx context.Context, db *sql.DB, i int) (*sql.Stmt, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if st := a.stmts[i]; st != nil {
+		return st, nil
+	}
+	var q strings.Builder
+	q.WriteString(`INSERT INTO audit_log (at, actor, actor_id, action, connection_id, outcome, detail) VALUES `)
+	for r := range 1 << i {
+		if r > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteString("(?, ?, ?, ?, ?, ?, ?)")
+	}
+	st, err := db.PrepareContext(ctx, q.String())
+	if err != nil {
+		return nil, err
+	}
+	a.stmts[i] = st
+	return st, nil
+}
+
+func (a *auditStmts) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, st := range a.stmts {
+		if st != nil {
+			_ = st.Close()
+			a.stmts[i] = nil
+		}
+	}
+}
 
 // ListAudit returns matching entries, newest first.
 func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEntry, error) {

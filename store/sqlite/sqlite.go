@@ -46,6 +46,8 @@ type Store struct {
 	// The hottest statements, prepared once per pooled connection: reading a
 	// connection on every token request, and saving a refresh.
 	getStmt, casStmt *sql.Stmt
+	// audit holds the audit trail's INSERT statements (audit.go).
+	audit auditStmts
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -224,6 +226,7 @@ func (s *Store) Close() error {
 				_ = st.Close()
 			}
 		}
+		s.audit.close()
 		s.closeErr = errors.Join(s.r.Close(), s.w.Close())
 	})
 	return s.closeErr

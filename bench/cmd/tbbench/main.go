@@ -2,7 +2,8 @@
 // baselines, each in its own process on loopback, in one run:
 //
 //	tbbench token -bin ./tokenbroker   GET …/token vs a bare net/http JSON handler
-//	tbbench proxy -bin ./tokenbroker   /v1/proxy vs direct vs httputil.ReverseProxy
+//	tbbench proxy -bin ./tokenbroker   /v1/proxy vs httputil.ReverseProxy (plain and with a buffer pool);
+//	                                   -clients 32,256 -size small,64k -sse (proxy.go)
 //	tbbench rss   -bin ./tokenbroker   resident memory with N imported connections
 //	tbbench storm -bin ./tokenbroker -pg postgres://…   300 callers on an expired token,
 //	                                   one SQLite process vs three PostgreSQL replicas
@@ -23,8 +24,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -361,7 +360,8 @@ func benchToken(args []string) error {
 	}
 	results := runRounds(c, o, targets)
 	for _, r := range results[1:] {
-		fmt.Printf("%s / bare throughput: %.0f%%\n", r.Name, r.RPS()/results[0].RPS()*100)
+		fmt.Printf("%s / bare throughput: %.0f%%, p99 %.2fx the bare p99 (load %s)\n", r.Name, r.RPS()/results[0].RPS()*100,
+			float64(r.Quantile(0.99))/float64(results[0].Quantile(0.99)), loadAvg())
 	}
 	return nil
 }
@@ -404,37 +404,6 @@ func runRounds(c *http.Client, o opts, targets []target) []load.Result {
 		fmt.Printf("  %s\n", pooled[i])
 	}
 	return pooled
-}
-
-func benchProxy(args []string) error {
-	o, err := parse("proxy", args, nil)
-	if err != nil {
-		return err
-	}
-	up, tb, key, cleanup, err := startPair(o.bin)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	rp, err := start(nil, self(), "serve-revproxy", "-target", "http://"+up.addr)
-	if err != nil {
-		return err
-	}
-	defer rp.stop()
-	c := load.Client(o.concurrency)
-	if err := importConn(c, tb.addr, key, "c1"); err != nil {
-		return err
-	}
-	fmt.Printf("Proxy: %d clients, %v x %d rounds\n", o.concurrency, o.duration, o.rounds)
-	res := runRounds(c, o, []target{
-		{"direct to upstream", "http://" + up.addr + "/api/v1/items?page=1", "upstream-token"},
-		{"httputil.ReverseProxy", "http://" + rp.addr + "/api/v1/items?page=1", "upstream-token"},
-		{"tokenbroker /v1/proxy", "http://" + tb.addr + "/v1/proxy/c1/v1/items?page=1", key},
-	})
-	fmt.Printf("added median latency vs direct: %.1fµs; vs ReverseProxy: %.1fµs\n",
-		float64(res[2].Quantile(0.5)-res[0].Quantile(0.5))/1e3, float64(res[2].Quantile(0.5)-res[1].Quantile(0.5))/1e3)
-	fmt.Printf("tokenbroker/ReverseProxy throughput: %.0f%%\n", res[2].RPS()/res[1].RPS()*100)
-	return nil
 }
 
 func benchRSS(args []string) error {
@@ -556,14 +525,7 @@ func serveUpstream(args []string) error {
 	mux.HandleFunc("POST /token", prov.token)
 	mux.HandleFunc("POST /issue", prov.issue)
 	mux.HandleFunc("GET /stats", prov.stats)
-	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") == "" {
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(item)
-	})
+	mux.HandleFunc("/api/", benchAPI(item)) // proxy.go
 	return http.Serve(ln, mux)
 }
 
@@ -659,26 +621,6 @@ func getStats(c *http.Client, upstream string) (providerStats, error) {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-func serveRevProxy(args []string) error {
-	fs := flag.NewFlagSet("serve-revproxy", flag.ContinueOnError)
-	target := fs.String("target", "", "upstream base URL")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	u, err := url.Parse(*target)
-	if err != nil {
-		return err
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConnsPerHost = 64
-	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(u) }, Transport: tr}
-	ln, err := listen()
-	if err != nil {
-		return err
-	}
-	return http.Serve(ln, rp)
-}
 
 // benchAudit measures what the audit trail costs: two brokers on one
 // upstream, identical but for audit.disabled, alternating within each round

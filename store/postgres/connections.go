@@ -354,6 +354,19 @@ func (s *Store) ListConnections(ctx context.Context, opts store.ListOptions) (st
 	return page, nil
 }
 
+// asyncCommit, joined into a write (UPDATE … FROM asyncCommit), lets that
+// write's transaction commit without waiting for its WAL record to reach
+// disk (synchronous_commit off for that transaction alone). Other sessions
+// see the write at once as usual; only a crash of PostgreSQL in the
+// following moments could undo it. It is used for the refresh's
+// bookkeeping, whose loss is safe (docs/architecture.md, "Durable and
+// bookkeeping writes"): taking, renewing and releasing a lease, and taking
+// and releasing a scheduling claim. Every write that carries a token or
+// the mark that a refresh token is about to be sent stays synchronous, and
+// since the WAL is one sequence, such a commit also makes every earlier
+// bookkeeping write durable.
+const asyncCommit = `(SELECT set_config('synchronous_commit', 'off', true)) AS async_commit`
+
 // leaseAttempts bounds how often AcquireLease retries when the lease was
 // freed between its UPDATE and its read.
 const leaseAttempts = 3
@@ -388,7 +401,7 @@ func (s *Store) AcquireLease(ctx context.Context, id, owner string, ttl time.Dur
 		for range leaseAttempts {
 			var err error
 			out, err = scanConnection(conn.QueryRow(ctx, `UPDATE connections
-				SET lease_owner = $2, lease_until = $3
+				SET lease_owner = $2, lease_until = $3 FROM `+asyncCommit+`
 				WHERE id = $1 AND (lease_owner IS NULL OR lease_until < $4 OR lease_owner = $2)
 				RETURNING `+connectionColumns, id, owner, until, now))
 			if !errors.Is(err, pgx.ErrNoRows) {
@@ -426,7 +439,7 @@ func (s *Store) ReleaseLease(ctx context.Context, id, owner string) error {
 	}
 	op := fmt.Sprintf("release lease on %q", id)
 	return s.do(ctx, op, false, func(conn *pgxpool.Conn) error {
-		_, err := conn.Exec(ctx, `UPDATE connections SET lease_owner = NULL, lease_until = NULL
+		_, err := conn.Exec(ctx, `UPDATE connections SET lease_owner = NULL, lease_until = NULL FROM `+asyncCommit+`
 			WHERE id = $1 AND lease_owner = $2`, id, owner)
 		return s.fail(ctx, op, err)
 	})

@@ -47,7 +47,7 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now time.Time, limit
 				LIMIT $2
 				FOR UPDATE SKIP LOCKED)
 			UPDATE connections c SET scheduled_by = $3, scheduled_until = $4
-			FROM due WHERE c.id = due.id
+			FROM due, `+asyncCommit+` WHERE c.id = due.id
 			RETURNING c.id, c.provider, c.next_refresh_at`,
 			stored(now), limit, owner, stored(now.Add(claimTTL)))
 		if err != nil {
@@ -84,7 +84,7 @@ func (s *Store) ReleaseClaim(ctx context.Context, owner, id string) error {
 	}
 	op := fmt.Sprintf("release claim on %q", id)
 	return s.do(ctx, op, false, func(conn *pgxpool.Conn) error {
-		_, err := conn.Exec(ctx, `UPDATE connections SET scheduled_by = '', scheduled_until = NULL
+		_, err := conn.Exec(ctx, `UPDATE connections SET scheduled_by = '', scheduled_until = NULL FROM `+asyncCommit+`
 			WHERE id = $1 AND scheduled_by = $2 AND scheduled_by != ''`, id, owner)
 		return s.fail(ctx, op, err)
 	})

@@ -47,15 +47,15 @@ import (
 )
 
 type millionOpts struct {
-	bin, pg, pgStop, pgStart      string
-	n, reads, listRounds, conc    int
-	batch, parallel               int
-	lifetime, offset, idle        time.Duration
-	steady, outage, recoverLimit  time.Duration
-	sqlite                        bool
-	lagNormal                     time.Duration
-	schedConcurrency, schedBatch  int
-	skipPhase2, keepData, verbose bool
+	bin, pg, pgStop, pgStart     string
+	n, reads, listRounds, conc   int
+	batch, parallel              int
+	lifetime, offset, idle       time.Duration
+	steady, outage, recoverLimit time.Duration
+	sqlite                       bool
+	lagNormal                    time.Duration
+	schedConcurrency, schedBatch int
+	skipPhase2, keepData         bool
 }
 
 func benchMillion(args []string) error {
@@ -642,14 +642,6 @@ func schedulerLag(addr, key string) (float64, error) {
 func measureSteady(o millionOpts, srv *millionServer, upstream string) (float64, error) {
 	c := &http.Client{Timeout: 5 * time.Second}
 	pid := srv.cmd.Process.Pid
-	st0, err := getStats(c, upstream)
-	if err != nil {
-		return 0, err
-	}
-	cpu0, err := cpuTicks(pid)
-	if err != nil {
-		return 0, err
-	}
 	// A backlog left by phase 1 (connections that fell due while the
 	// scheduler was off) is drained first; the steady state starts after.
 	tb := time.Now()
@@ -660,11 +652,14 @@ func measureSteady(o millionOpts, srv *millionServer, upstream string) (float64,
 		time.Sleep(2 * time.Second)
 	}
 	fmt.Printf("backlog of phase 1 drained (lag ≤ 5s) after %v\n", time.Since(tb).Round(time.Second))
-	st0, err = getStats(c, upstream)
+	st0, err := getStats(c, upstream)
 	if err != nil {
 		return 0, err
 	}
-	cpu0, _ = cpuTicks(pid)
+	cpu0, err := cpuTicks(pid)
+	if err != nil {
+		return 0, err
+	}
 	t0 := time.Now()
 	var maxLag float64
 	var lags []float64
@@ -684,9 +679,14 @@ func measureSteady(o millionOpts, srv *millionServer, upstream string) (float64,
 	refreshes := st1.Refreshes - st0.Refreshes
 	cpu := cpu1 - cpu0
 	mem, _ := rss(pid)
-	fmt.Printf("steady state over %v: %d refreshes (%.0f/s), tokenbroker CPU %.1f%% of one core (%.0f µs per refresh), scheduler lag max %.1fs, RSS %.1f MB (load %s)\n",
+	slices.Sort(lags)
+	var medianLag float64
+	if len(lags) > 0 {
+		medianLag = lags[len(lags)/2]
+	}
+	fmt.Printf("steady state over %v: %d refreshes (%.0f/s), tokenbroker CPU %.1f%% of one core (%.0f µs per refresh), scheduler lag median %.1fs max %.1fs, RSS %.1f MB (load %s)\n",
 		el.Round(time.Second), refreshes, float64(refreshes)/el.Seconds(), 100*cpu.Seconds()/el.Seconds(),
-		float64(cpu.Microseconds())/float64(max(refreshes, 1)), maxLag, mem/1e6, loadavg())
+		float64(cpu.Microseconds())/float64(max(refreshes, 1)), medianLag, maxLag, mem/1e6, loadavg())
 	return maxLag, nil
 }
 

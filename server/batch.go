@@ -16,7 +16,8 @@ import (
 // batchMaxBody bounds the body of POST /v1/connections:batch. Imported
 // connections are typically well under 1 KiB each, so a full batch of
 // store.MaxBatch fits many times over; a larger body is refused with 413
-// and the client sends fewer per request (docs/operations.md, "Importing many connections").
+// and the client sends fewer per request (docs/operations.md, "Importing
+// many connections").
 const batchMaxBody = 16 << 20
 
 // batchRequest is the body of POST /v1/connections:batch. Items are kept
@@ -30,7 +31,8 @@ type batchResponse struct {
 	Created int `json:"created"`
 }
 
-// importBatch stores many imported connections, all or none (docs/operations.md, "Importing many connections").
+// importBatch stores many imported connections, all or none
+// (docs/operations.md, "Importing many connections").
 // Every item is what POST /v1/connections takes, with the same rules; an
 // error names the first wrong item by its index and id.
 func (s *Server) importBatch(w http.ResponseWriter, r *http.Request) {

@@ -163,9 +163,8 @@ func (b *Broker) imported(ctx context.Context, in *Import, now time.Time) (store
 
 // CreateConnections stores imported connections all together or not at
 // all (docs/operations.md, "Importing many connections"): each is
-// validated and landed as
-// [Broker.CreateConnection] does, then the batch is written in one
-// transaction. A bad or taken item fails the whole batch with a
+// validated and landed as [Broker.CreateConnection] does, then the batch
+// is written in one transaction. A bad or taken item fails the whole batch with a
 // *store.ItemError naming it, wrapping its *ValidationError or
 // ErrAlreadyExists; nothing is stored then. More than store.MaxBatch
 // imports is a *ValidationError.

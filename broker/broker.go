@@ -63,6 +63,7 @@ type Provider struct {
 // leases, and pending connect flows. Every [store.Backend] satisfies it.
 type Store interface {
 	CreateConnection(ctx context.Context, c store.Connection, events ...store.Event) (store.Connection, error)
+	store.BatchCreator
 	GetConnection(ctx context.Context, id string) (store.Connection, error)
 	UpdateConnection(ctx context.Context, id string, update store.Updater) (store.Connection, error)
 	CompareAndSwap(ctx context.Context, c store.Connection, events ...store.Event) (store.Connection, error)

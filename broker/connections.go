@@ -124,32 +124,75 @@ func (b *Broker) validateImport(in *Import) (Provider, error) {
 // *ValidationError for bad input and ErrAlreadyExists when the id is taken;
 // nothing is stored in either case.
 func (b *Broker) CreateConnection(ctx context.Context, in Import) (store.Connection, error) {
-	p, err := b.validateImport(&in)
+	c, created, err := b.imported(ctx, &in, b.now())
 	if err != nil {
 		return store.Connection{}, err
 	}
-	now := b.now()
+	saved, err := b.store.CreateConnection(ctx, c, created)
+	if err != nil {
+		return store.Connection{}, err
+	}
+	b.log.InfoContext(ctx, "connection created", "connection", c.ID, "provider", c.Provider)
+	b.emit(ctx, []Event{created})
+	return saved, nil
+}
+
+// imported validates in and makes the row it creates, with the
+// connection.created event to queue with it: the one path of the single and
+// the batch import.
+func (b *Broker) imported(ctx context.Context, in *Import, now time.Time) (store.Connection, Event, error) {
+	p, err := b.validateImport(in)
+	if err != nil {
+		return store.Connection{}, Event{}, err
+	}
 	tok := in.token(now)
 	c, err := b.land(store.Connection{ID: in.ID, Provider: in.Provider, Metadata: in.Metadata}, lifecycle.Granted, tok, p, now)
 	if err != nil {
-		return store.Connection{}, err
+		return store.Connection{}, Event{}, err
 	}
 	if c.ExpiryDefaulted && p.CanIntrospect {
 		// Learn the real expiry once, now, rather than on every call.
 		if exp, ok := b.introspectExpiry(ctx, p, in.AccessToken); ok {
 			if c, err = b.land(c, lifecycle.Introspected, &oauth.Token{Expiry: exp}, p, now); err != nil {
-				return store.Connection{}, err
+				return store.Connection{}, Event{}, err
 			}
 		}
 	}
-	created := []Event{b.event(EventCreated, &c, "")}
-	saved, err := b.store.CreateConnection(ctx, c, created...)
-	if err != nil {
-		return store.Connection{}, err
+	return c, b.event(EventCreated, &c, ""), nil
+}
+
+// CreateConnections stores imported connections all together or not at
+// all (docs/operations.md, "Importing many connections"): each is
+// validated and landed as [Broker.CreateConnection] does, then the batch
+// is written in one transaction. A bad or taken item fails the whole batch with a
+// *store.ItemError naming it, wrapping its *ValidationError or
+// ErrAlreadyExists; nothing is stored then. More than store.MaxBatch
+// imports is a *ValidationError.
+func (b *Broker) CreateConnections(ctx context.Context, ins []Import) error {
+	if len(ins) > store.MaxBatch {
+		return &ValidationError{"connections", fmt.Sprintf("a batch holds at most %d connections, not %d", store.MaxBatch, len(ins))}
 	}
-	b.log.InfoContext(ctx, "connection created", "connection", c.ID, "provider", c.Provider)
-	b.emit(ctx, created)
-	return saved, nil
+	now := b.now()
+	cs := make([]store.Connection, len(ins))
+	events := make([]Event, len(ins))
+	first := make(map[string]int, len(ins))
+	for i := range ins {
+		if j, ok := first[ins[i].ID]; ok {
+			return &store.ItemError{Index: i, ID: ins[i].ID, Err: &ValidationError{"id", fmt.Sprintf("repeats the id of item %d", j)}}
+		}
+		first[ins[i].ID] = i
+		c, e, err := b.imported(ctx, &ins[i], now)
+		if err != nil {
+			return &store.ItemError{Index: i, ID: ins[i].ID, Err: err}
+		}
+		cs[i], events[i] = c, e
+	}
+	if err := b.store.CreateConnections(ctx, cs, events); err != nil {
+		return err
+	}
+	b.log.InfoContext(ctx, "connections created", "count", len(cs))
+	b.emit(ctx, events)
+	return nil
 }
 
 // token is the imported grant as a token response received at now.

@@ -102,6 +102,13 @@ func (s *tracedStore) CreateConnection(ctx context.Context, c store.Connection, 
 	return out, err
 }
 
+func (s *tracedStore) CreateConnections(ctx context.Context, cs []store.Connection, events []store.Event) error {
+	ctx, span := s.span(ctx, "CreateConnections", "")
+	err := s.Store.CreateConnections(ctx, cs, events)
+	end(span, err)
+	return err
+}
+
 func (s *tracedStore) GetConnection(ctx context.Context, id string) (store.Connection, error) {
 	ctx, span := s.span(ctx, "GetConnection", id)
 	out, err := s.Store.GetConnection(ctx, id)

@@ -20,6 +20,11 @@ type ConnectionCounter interface {
 const (
 	defaultCountCacheFor = 5 * time.Second
 	defaultCountTimeout  = 5 * time.Second
+	// countCostFactor stretches the cache by the count's own cost: a count
+	// that took d is reused for at least countCostFactor×d, so counting
+	// takes at most a tenth of the time however large the table (a second
+	// or more per million rows: BENCHMARKS.md, "A million connections").
+	countCostFactor = 10
 
 	opCountConnections = "count_connections"
 )
@@ -51,6 +56,7 @@ type connectionsCollector struct {
 	counts  map[store.ConnectionGroup]int // last good count; nil before the first
 	tried   bool
 	triedAt time.Time
+	took    time.Duration // how long the last count took
 }
 
 func newConnectionsCollector(opts Options) *connectionsCollector {
@@ -115,7 +121,8 @@ func (c *connectionsCollector) current() map[store.ConnectionGroup]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
-	if age := now.Sub(c.triedAt); c.tried && age >= 0 && age < c.cacheFor {
+	// A negative cacheFor (tests) counts on every scrape.
+	if age := now.Sub(c.triedAt); c.tried && c.cacheFor >= 0 && age >= 0 && age < max(c.cacheFor, countCostFactor*c.took) {
 		return c.counts
 	}
 	// A failed count is cached too: a database that is down is asked once
@@ -124,6 +131,7 @@ func (c *connectionsCollector) current() map[store.ConnectionGroup]int {
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	counts, err := c.counter.CountConnections(ctx)
+	c.took = max(c.now().Sub(now), 0)
 	if err != nil {
 		c.errors.WithLabelValues(opCountConnections).Inc()
 		// Store errors name the operation and the database's complaint,

@@ -23,6 +23,8 @@ type fakeCounter struct {
 	calls  int
 	// gate, if set, holds every count until it is closed.
 	gate chan struct{}
+	// slow, if set, runs during every count (a test advances its clock).
+	slow func()
 }
 
 func (f *fakeCounter) CountConnections(ctx context.Context) (map[store.ConnectionGroup]int, error) {
@@ -32,6 +34,9 @@ func (f *fakeCounter) CountConnections(ctx context.Context) (map[store.Connectio
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+	}
+	if f.slow != nil {
+		f.slow()
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -142,6 +147,28 @@ func TestConnectionsCached(t *testing.T) {
 	}
 	if v := value(t, fams, connGauge, labels{"provider", "acme", "status", "active"}); v != 2 {
 		t.Errorf("fresh value %v, want 2", v)
+	}
+}
+
+// TestConnectionsCacheScalesWithCost: a count that takes long (a large
+// table) is reused for ten times its duration, not the 5-second default,
+// so counting never takes more than a tenth of the time.
+func TestConnectionsCacheScalesWithCost(t *testing.T) {
+	clk := fakeclock.New(time.Unix(1e9, 0))
+	fc := &fakeCounter{counts: map[store.ConnectionGroup]int{grp("acme", "active"): 1}}
+	fc.slow = func() { clk.Advance(3 * time.Second) }
+	reg := newCounted(t, fc, clk, nil)
+
+	families(t, reg) // counts, taking 3 s
+	clk.Advance(26 * time.Second)
+	families(t, reg)
+	if n := fc.callCount(); n != 1 {
+		t.Errorf("scrape 26 s after a 3-second count: %d counts, want 1 (reused for 30 s)", n)
+	}
+	clk.Advance(time.Second)
+	families(t, reg)
+	if n := fc.callCount(); n != 2 {
+		t.Errorf("scrape 30 s after a 3-second count began: %d counts, want 2", n)
 	}
 }
 

@@ -57,7 +57,9 @@ type Options struct {
 	Connections ConnectionCounter
 	// CountCacheFor is how long one count of the connections answers
 	// later scrapes, so that several scrapers do not each cost the database
-	// a full scan. Default 5s; negative counts on every scrape.
+	// a full scan. Default 5s, and at least ten times the last count's
+	// duration (a large table is counted less often); negative counts on
+	// every scrape.
 	CountCacheFor time.Duration
 	// CountTimeout bounds one count. Default 5s.
 	CountTimeout time.Duration

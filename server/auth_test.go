@@ -34,6 +34,7 @@ func concrete(pattern, id string) (methods []string, path string) {
 func TestRouteTable(t *testing.T) {
 	want := map[string]access{
 		"POST /v1/connections":              accessAdmin,
+		"POST /v1/connections:batch":        accessAdmin,
 		"PUT /v1/connections/{id}":          accessAdmin,
 		"GET /v1/connections":               accessAdmin,
 		"GET /v1/connections/{id}":          accessStatus,

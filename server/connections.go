@@ -156,7 +156,12 @@ func (s *Server) reimportConnection(w http.ResponseWriter, r *http.Request) {
 // decodeJSON reads one JSON object into dst, refusing unknown fields, and
 // says what was wrong in terms of the request's fields.
 func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, dst any) (apiError, bool) {
-	err := decodeObject(http.MaxBytesReader(w, r.Body, s.maxBody), dst)
+	return decodeJSONUpTo(w, r, dst, s.maxBody)
+}
+
+// decodeJSONUpTo is decodeJSON with a body limit of its own.
+func decodeJSONUpTo(w http.ResponseWriter, r *http.Request, dst any, limit int64) (apiError, bool) {
+	err := decodeObject(http.MaxBytesReader(w, r.Body, limit), dst)
 	if err == nil {
 		return apiError{}, true
 	}

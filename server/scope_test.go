@@ -97,6 +97,8 @@ func (r *scopeRig) bodyFor(pattern, id string) any {
 		return map[string]any{"stale_token": "fake-not-a-token"}
 	case "POST /v1/connections", "PUT /v1/connections/{id}":
 		return map[string]any{"id": id, "provider": provAcme, "access_token": "fake-not-a-token"}
+	case "POST /v1/connections:batch":
+		return map[string]any{"connections": []any{map[string]any{"id": id, "provider": provAcme, "access_token": "fake-not-a-token"}}}
 	}
 	return nil
 }

@@ -24,6 +24,8 @@ import (
 // satisfies it.
 type Broker interface {
 	CreateConnection(ctx context.Context, in broker.Import) (store.Connection, error)
+	// CreateConnections stores a batch of imports, all or none.
+	CreateConnections(ctx context.Context, ins []broker.Import) error
 	GetConnection(ctx context.Context, id string) (store.Connection, error)
 	ListConnections(ctx context.Context, opts store.ListOptions) (store.Page, error)
 	GetToken(ctx context.Context, id string) (broker.Token, error)
@@ -347,6 +349,7 @@ const (
 func routes() []route {
 	return []route{
 		{"POST /v1/connections", accessAdmin, (*Server).importConnection, ActionImport},
+		{"POST /v1/connections:batch", accessAdmin, (*Server).importBatch, ActionImport}, // batch.go
 		{"GET /v1/connections", accessAdmin, (*Server).listConnections, ""},
 		{"GET /v1/connections/{id}", accessStatus, (*Server).getConnection, ""},
 		{patternToken, accessTokens, (*Server).getToken, ActionTokenRead},

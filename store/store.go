@@ -187,6 +187,8 @@ type Store interface {
 	// CreatedAt/UpdatedAt set by the store, and queues events. Returns
 	// ErrAlreadyExists if the id is taken.
 	CreateConnection(ctx context.Context, c Connection, events ...Event) (Connection, error)
+	// BatchCreator: the bulk import's CreateConnections (batch.go).
+	BatchCreator
 	// GetConnection returns ErrNotFound if there is no such id.
 	GetConnection(ctx context.Context, id string) (Connection, error)
 	// UpdateConnection reads the row, calls update with it, and writes the

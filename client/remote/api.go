@@ -24,6 +24,7 @@ type op struct {
 
 var (
 	opCreateConnection  = op{"createConnection", http.MethodPost, "/v1/connections", false}
+	opCreateBatch       = op{"createConnectionsBatch", http.MethodPost, "/v1/connections:batch", false}
 	opListConnections   = op{"listConnections", http.MethodGet, "/v1/connections", true}
 	opGetConnection     = op{"getConnection", http.MethodGet, "/v1/connections/{id}", true}
 	opPutConnection     = op{"reimportConnection", http.MethodPut, "/v1/connections/{id}", true}
@@ -55,7 +56,7 @@ func proxyOperations() map[string]op {
 
 // operations is every operation the Client covers.
 func operations() []op {
-	ops := []op{opCreateConnection, opListConnections, opGetConnection, opPutConnection, opDeleteConnection,
+	ops := []op{opCreateConnection, opCreateBatch, opListConnections, opGetConnection, opPutConnection, opDeleteConnection,
 		opGetToken, opReportStale, opRefreshConnection, opCreateConnectSess, opConnectStart, opConnectCallback,
 		opMCPClientMetadata, opOpenAPI, opMetrics, opHealthz, opReadyz,
 		opListAudit, opCreateAPIKey, opListAPIKeys, opRevokeAPIKey}
@@ -71,6 +72,23 @@ func operations() []op {
 func (c *Client) CreateConnection(ctx context.Context, in ImportRequest) (*Connection, error) {
 	var out Connection
 	return &out, c.call(ctx, opCreateConnection, nil, nil, in, &out)
+}
+
+// CreateConnections imports up to 1000 connections at once, all or none
+// (POST /v1/connections:batch), and returns how many were created: all of
+// ins. Errors name the first wrong item by its index and id
+// ([ErrInvalidRequest], [ErrAlreadyExists]); nothing of the batch is
+// stored then. Client-credentials connections are created one at a time
+// with CreateConnection.
+func (c *Client) CreateConnections(ctx context.Context, ins []ImportRequest) (int, error) {
+	body := struct {
+		Connections []ImportRequest `json:"connections"`
+	}{ins}
+	var out struct {
+		Created int `json:"created"`
+	}
+	err := c.call(ctx, opCreateBatch, nil, nil, body, &out)
+	return out.Created, err
 }
 
 // PutConnection replaces a connection's tokens, or creates it (PUT

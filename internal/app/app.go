@@ -422,7 +422,7 @@ func newDashboard(a *App, cfg *config.Config, log *slog.Logger, now func() time.
 		Logger:      log,
 		Now:         now,
 		Events:      eventHistory{a.Store},
-		Counter:     statusCounts{a.Store},
+		Counter:     newCountCache(statusCounts{a.Store}, dashboardCountsTTL, now, log), // counts.go
 		// Behind a TLS-terminating proxy the request looks like http: the
 		// public URL says what the browser uses.
 		SecureCookies:       cfg.SecureCookies(),

@@ -68,6 +68,25 @@ func TestRemoteClientAgainstServer(t *testing.T) {
 	if _, err := tokens.ListConnections(ctx, remote.ListOptions{}); !errors.Is(err, remote.ErrForbidden) {
 		t.Errorf("ListConnections with a tokens key: %v, want ErrForbidden", err)
 	}
+
+	// The bulk import: all or none, errors naming the item.
+	batch := []remote.ImportRequest{
+		{ID: "carol", Provider: "acme", AccessToken: "at-carol", ExpiresIn: 3600},
+		{ID: "dave", Provider: "acme", AccessToken: "at-dave", ExpiresIn: 3600},
+	}
+	if n, err := admin.CreateConnections(ctx, batch); err != nil || n != 2 {
+		t.Errorf("CreateConnections: %d, %v; want 2 created", n, err)
+	}
+	batch = []remote.ImportRequest{{ID: "erin", Provider: "acme", AccessToken: "x"}, {ID: "alice", Provider: "acme", AccessToken: "x"}}
+	if _, err := admin.CreateConnections(ctx, batch); !errors.Is(err, remote.ErrAlreadyExists) || !errors.As(err, &re) || !strings.Contains(re.Message, `connections[1] (id "alice")`) {
+		t.Errorf("CreateConnections with a taken id: %v, want ErrAlreadyExists naming item 1", err)
+	}
+	if _, err := admin.GetConnection(ctx, "erin"); !errors.Is(err, remote.ErrNotFound) {
+		t.Errorf("erin after a refused batch: %v, want ErrNotFound", err)
+	}
+	if _, err := tokens.CreateConnections(ctx, batch[:1]); !errors.Is(err, remote.ErrForbidden) {
+		t.Errorf("CreateConnections with a tokens key: %v, want ErrForbidden", err)
+	}
 	if got, err := tokens.GetConnection(ctx, "alice"); err != nil || got.Provider != "acme" {
 		t.Errorf("GetConnection: %+v, %v", got, err)
 	}

@@ -302,6 +302,26 @@ func (s *Store) DeleteConnection(ctx context.Context, id string, events ...store
 	})
 }
 
+// listQuery is ListConnections' statement for opts and the page size.
+// Only the filters in use go into it, so that the planner can use the
+// (provider, id), (status, id) and (provider, status, id) indexes.
+func listQuery(opts store.ListOptions, limit int) (string, []any) {
+	q := `SELECT ` + connectionColumns + ` FROM connections WHERE id > $1`
+	args := []any{opts.After}
+	if opts.Provider != "" {
+		args = append(args, opts.Provider)
+		q += ` AND provider = $` + strconv.Itoa(len(args))
+	}
+	if opts.Status != "" {
+		args = append(args, string(opts.Status))
+		q += ` AND status = $` + strconv.Itoa(len(args))
+	}
+	// One row more than the page tells whether another page follows.
+	args = append(args, limit+1)
+	q += ` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
+	return q, args
+}
+
 // ListConnections returns a page of connections in byte order of id.
 func (s *Store) ListConnections(ctx context.Context, opts store.ListOptions) (store.Page, error) {
 	limit := opts.Limit
@@ -319,22 +339,7 @@ func (s *Store) ListConnections(ctx context.Context, opts store.ListOptions) (st
 	if !storableID(opts.Provider) || !storableID(opts.After) {
 		return store.Page{}, errors.New("store/postgres: list provider and after must be UTF-8 text without NUL")
 	}
-	// Only the filters in use go into the statement, so that the planner
-	// can use the (provider, id) and (status, id) indexes.
-	q := `SELECT ` + connectionColumns + ` FROM connections WHERE id > $1`
-	args := []any{opts.After}
-	if opts.Provider != "" {
-		args = append(args, opts.Provider)
-		q += ` AND provider = $` + strconv.Itoa(len(args))
-	}
-	if opts.Status != "" {
-		args = append(args, string(opts.Status))
-		q += ` AND status = $` + strconv.Itoa(len(args))
-	}
-	// One row more than the page tells whether another page follows.
-	args = append(args, limit+1)
-	q += ` ORDER BY id LIMIT $` + strconv.Itoa(len(args))
-
+	q, args := listQuery(opts, limit)
 	var page store.Page
 	err := s.do(ctx, "list connections", true, func(conn *pgxpool.Conn) error {
 		rows, err := conn.Query(ctx, q, args...)

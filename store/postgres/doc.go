@@ -46,7 +46,7 @@
 // [store.Store.ListConnections] promises. Text columns cannot hold NUL or
 // invalid UTF-8: such ids are never found, and writing such a value is an
 // error naming the field. Indexes cover listing by provider or status and
-// the scheduler's search by status and expires_at.
+// the scheduler's search by status and next_refresh_at.
 //
 // # Migrations
 //

@@ -282,6 +282,26 @@ func (s *Store) DeleteConnection(ctx context.Context, id string, events ...store
 	return s.fail(ctx, fmt.Sprintf("delete connection %q", id), w.commit(ctx))
 }
 
+// listQuery is ListConnections' statement for opts and the page size:
+// only the filters in use, so that SQLite picks the index that serves
+// them in id order ((provider, id), (status, id) or (provider, status, id)).
+func listQuery(opts store.ListOptions, limit int) (string, []any) {
+	q := `SELECT ` + connectionColumns + ` FROM connections WHERE id > ?`
+	args := []any{opts.After}
+	if opts.Provider != "" {
+		q += ` AND provider = ?`
+		args = append(args, opts.Provider)
+	}
+	if opts.Status != "" {
+		q += ` AND status = ?`
+		args = append(args, string(opts.Status))
+	}
+	// One row more than the page tells whether another page follows.
+	q += ` ORDER BY id LIMIT ?`
+	args = append(args, limit+1)
+	return q, args
+}
+
 // ListConnections returns a page of connections in byte order of id.
 func (s *Store) ListConnections(ctx context.Context, opts store.ListOptions) (store.Page, error) {
 	limit := opts.Limit
@@ -296,19 +316,7 @@ func (s *Store) ListConnections(ctx context.Context, opts store.ListOptions) (st
 	if opts.Status != "" && !opts.Status.Valid() {
 		return store.Page{}, fmt.Errorf("store/sqlite: list status %q is not active, needs_reauth or revoked", opts.Status)
 	}
-	q := `SELECT ` + connectionColumns + ` FROM connections WHERE id > ?`
-	args := []any{opts.After}
-	if opts.Provider != "" {
-		q += ` AND provider = ?`
-		args = append(args, opts.Provider)
-	}
-	if opts.Status != "" {
-		q += ` AND status = ?`
-		args = append(args, string(opts.Status))
-	}
-	// One row more than the page tells whether another page follows.
-	q += ` ORDER BY id LIMIT ?`
-	args = append(args, limit+1)
+	q, args := listQuery(opts, limit)
 
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {

@@ -31,7 +31,7 @@
 // round-trip to the microsecond and compare as numbers in SQL. Failure and
 // Metadata are JSON text. Ids sort bytewise (SQLite's BINARY collation), the
 // order [store.Store.ListConnections] promises. Indexes cover listing by
-// provider or status and the scheduler's search by status and expires_at.
+// provider or status and the scheduler's search by status and next_refresh_at.
 //
 // # Migrations
 //

@@ -70,16 +70,24 @@ func (w *eventWriter) commit(ctx context.Context) error {
 	if w.tx == nil {
 		return nil
 	}
-	for _, e := range w.events {
-		if e.At.IsZero() {
-			e.At = w.s.now()
-		}
-		if e.ID == "" {
-			e.ID = store.NewEventID(e.At)
-		}
-		if _, err := w.tx.ExecContext(ctx, `INSERT INTO outbox_events (id, type, connection_id, provider, code, at)
-			VALUES (?, ?, ?, ?, ?, ?)`, e.ID, e.Type, e.ConnectionID, e.Provider, e.Code, e.At.UnixMicro()); err != nil {
+	if len(w.events) > 0 {
+		// Prepared once: a batch import queues one event per connection.
+		st, err := w.tx.PrepareContext(ctx, `INSERT INTO outbox_events (id, type, connection_id, provider, code, at)
+			VALUES (?, ?, ?, ?, ?, ?)`)
+		if err != nil {
 			return err
+		}
+		defer st.Close()
+		for _, e := range w.events {
+			if e.At.IsZero() {
+				e.At = w.s.now()
+			}
+			if e.ID == "" {
+				e.ID = store.NewEventID(e.At)
+			}
+			if _, err := st.ExecContext(ctx, e.ID, e.Type, e.ConnectionID, e.Provider, e.Code, e.At.UnixMicro()); err != nil {
+				return err
+			}
 		}
 	}
 	return w.tx.Commit()

@@ -40,6 +40,7 @@ func RunTests(t *testing.T, newStore NewStore) {
 		}
 	}{
 		{"Connection", connectionTests},
+		{"Batch", batchTests},
 		{"List", listTests},
 		{"Lease", leaseTests},
 		{"APIKey", apiKeyTests},

@@ -53,6 +53,8 @@ func main() {
 		err = benchStorm(os.Args[2:])
 	case "audit":
 		err = benchAudit(os.Args[2:])
+	case "million":
+		err = benchMillion(os.Args[2:]) // million.go
 	// Helper processes, started by the benchmarks themselves.
 	case "serve-static":
 		err = serveStatic(os.Args[2:])

@@ -41,6 +41,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// RetryDelay is the first wait after a failed write; it doubles, up to
+	// 30 s, while the database stays unavailable. Default 1 s.
+	RetryDelay time.Duration
 }
 
 const (
@@ -49,15 +52,19 @@ const (
 	defaultQueueSize     = 1 << 16
 	writeTimeout         = 10 * time.Second
 	pruneEvery           = time.Hour
-	// retryDelay spaces attempts to write a batch the store refused.
-	retryDelay = time.Second
-	// maxAttempts bounds the attempts per batch, so a batch the store
-	// keeps refusing (a bad entry) does not hold up every later one.
+	// defaultRetryDelay and maxRetryDelay space attempts to write a batch.
+	defaultRetryDelay = time.Second
+	maxRetryDelay     = 30 * time.Second
+	// maxAttempts bounds the attempts per batch the store refuses while it
+	// is reachable, so a batch it keeps refusing (a bad entry) does not
+	// hold up every later one. A batch that failed because the database
+	// was unavailable is tried until it is back.
 	maxAttempts = 5
 )
 
-// ActionDropped is the action of the entry that counts entries the queue
-// had no room for.
+// ActionDropped is the action of the entry that counts entries lost: those
+// the queue had no room for, and batches the store kept refusing while it
+// was reachable.
 const ActionDropped = "audit.dropped"
 
 // Recorder queues audit entries and writes them in batches. Create it with
@@ -94,6 +101,9 @@ func New(opts Options) (*Recorder, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.RetryDelay <= 0 {
+		opts.RetryDelay = defaultRetryDelay
 	}
 	return &Recorder{
 		opts:     opts,
@@ -186,7 +196,7 @@ func (r *Recorder) drain(ctx context.Context, batch []store.AuditEntry) []store.
 	}
 	if n := r.dropped.Swap(0); n > 0 {
 		batch = append(batch, store.AuditEntry{Time: r.opts.Now(), Actor: "system", Action: ActionDropped,
-			Outcome: "dropped", Detail: "queue full; entries lost: " + strconv.FormatInt(n, 10)})
+			Outcome: "dropped", Detail: "entries lost (queue full, or refused by the store): " + strconv.FormatInt(n, 10)})
 	}
 	return r.write(ctx, batch)
 }
@@ -198,6 +208,7 @@ func (r *Recorder) write(ctx context.Context, batch []store.AuditEntry) []store.
 	if len(batch) == 0 {
 		return batch
 	}
+	delay := r.opts.RetryDelay
 	for attempt := 1; ; attempt++ {
 		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
 		err := r.opts.Store.AppendAudit(wctx, batch)
@@ -211,11 +222,18 @@ func (r *Recorder) write(ctx context.Context, batch []store.AuditEntry) []store.
 			return batch
 		}
 		r.opts.Logger.Error("audit: cannot write entries", "entries", len(batch), "attempt", attempt, "error", err)
-		if attempt >= maxAttempts {
+		if errors.Is(err, store.ErrUnavailable) {
+			// The database is down: hold the batch until it is back. The
+			// queue behind it fills meanwhile, and what Record cannot
+			// queue is counted and written to the trail as lost.
+			attempt = 0
+		} else if attempt >= maxAttempts {
+			r.dropped.Add(int64(len(batch)))
 			r.opts.Logger.Error("audit: entries lost", "entries", len(batch))
 			break
 		}
-		t := time.NewTimer(retryDelay)
+		t := time.NewTimer(delay)
+		delay = min(2*delay, maxRetryDelay)
 		select {
 		case <-t.C:
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strconv"
@@ -166,6 +167,57 @@ func TestStopDuringWriteLosesNothing(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "lost") {
 		t.Errorf("entries reported lost:\n%s", logs.String())
+	}
+}
+
+// unavailableStore answers ErrUnavailable to its first n AppendAudit calls,
+// as during a database outage.
+type unavailableStore struct {
+	*sqlite.Store
+	mu    sync.Mutex
+	n     int
+	calls int
+}
+
+func (s *unavailableStore) AppendAudit(ctx context.Context, e []store.AuditEntry) error {
+	s.mu.Lock()
+	s.calls++
+	down := s.calls <= s.n
+	s.mu.Unlock()
+	if down {
+		return fmt.Errorf("audit test: %w", store.ErrUnavailable)
+	}
+	return s.Store.AppendAudit(ctx, e)
+}
+
+// TestOutageLosesNothingQueued: a batch that cannot be written because the
+// database is unavailable is held and written once it is back, however
+// many attempts that takes; nothing queued is lost.
+func TestOutageLosesNothingQueued(t *testing.T) {
+	st := &unavailableStore{Store: open(t, nil).Store, n: 12} // well past the attempts a refused batch gets
+	var logs lockedBuffer
+	r, err := audit.New(audit.Options{Store: st, BatchSize: 10, FlushInterval: time.Hour, RetryDelay: time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, r)
+	defer stop()
+	for i := range 25 {
+		r.Record(store.AuditEntry{Actor: "svc", Action: "token.read", ConnectionID: "c" + strconv.Itoa(i), Outcome: "ok"})
+	}
+	if err := r.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if r.Written() != 25 || r.Dropped() != 0 {
+		t.Fatalf("written %d dropped %d, want 25 and 0; logs:\n%s", r.Written(), r.Dropped(), logs.String())
+	}
+	got, err := st.ListAudit(t.Context(), store.AuditFilter{Action: "token.read"})
+	if err != nil || len(got) != 25 {
+		t.Fatalf("%d of 25 entries stored (%v)", len(got), err)
+	}
+	if strings.Contains(logs.String(), "entries lost") {
+		t.Errorf("entries reported lost during an outage:\n%s", logs.String())
 	}
 }
 

@@ -38,6 +38,12 @@ func UpdateWithCAS(ctx context.Context, s VersionedStore, id string, update Upda
 	if err != nil {
 		return Connection{}, err
 	}
+	return swapFrom(ctx, s, old, update)
+}
+
+// swapFrom applies update to old and compare-and-swaps the result on old's
+// incarnation and version.
+func swapFrom(ctx context.Context, s VersionedStore, old Connection, update Updater) (Connection, error) {
 	next, events, err := update(old)
 	if err != nil {
 		return Connection{}, err
@@ -75,15 +81,7 @@ func Update(ctx context.Context, s VersionedStore, id string, update Updater) (C
 // saves a round trip on the refresh's critical path, where every waiting
 // caller pays for each one.
 func UpdateFrom(ctx context.Context, s VersionedStore, known Connection, update Updater) (Connection, error) {
-	next, events, err := update(known)
-	if err != nil {
-		return Connection{}, err
-	}
-	if next.ID != known.ID {
-		return Connection{}, ErrIDChanged
-	}
-	next.Version, next.Incarnation = known.Version, known.Incarnation
-	c, err := s.CompareAndSwap(ctx, next, events...)
+	c, err := swapFrom(ctx, s, known, update)
 	if !errors.Is(err, ErrConflict) {
 		return c, err
 	}

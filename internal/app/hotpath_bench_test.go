@@ -1,24 +1,14 @@
 package app_test
 
 import (
-	"bytes"
-	"context"
-	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/tokenbroker/tokenbroker/config"
-	"github.com/tokenbroker/tokenbroker/internal/app"
-	"github.com/tokenbroker/tokenbroker/internal/authztest"
 )
 
 // BenchmarkHotPath measures the two hot routes through the whole server
@@ -141,42 +131,5 @@ func BenchmarkHotPath(b *testing.B) {
 // hotPathApp builds the app as serve does, with one connection c1 whose
 // provider's api_base_url is apiBase, and starts its audit writer.
 func hotPathApp(b *testing.B, apiBase string) (http.Handler, string) {
-	authz := authztest.New(b, authztest.Options{AccessTokenLifespan: time.Hour})
-	dir := b.TempDir()
-	b.Setenv("BENCH_ACME_SECRET", authz.ClientSecret)
-	cfgPath := filepath.Join(dir, "tokenbroker.yaml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("listen: 127.0.0.1:0\ndata_dir: %s\nscheduler:\n  disabled: true\nproviders:\n  - name: acme\n    token_url: %s\n    client_id: %s\n    client_secret_env: BENCH_ACME_SECRET\n    api_base_url: %s\n",
-		dir, authz.TokenURL(), authz.ClientID, apiBase)), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	cfg, err := config.Read(cfgPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	a, err := app.New(context.Background(), cfg, app.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { a.Close() })
-	if a.Audit != nil {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); a.Audit.Run(ctx) }()
-		b.Cleanup(func() { cancel(); <-done })
-	}
-	var out bytes.Buffer
-	if _, err := a.BootstrapAPIKey(context.Background(), &out, time.Now()); err != nil {
-		b.Fatal(err)
-	}
-	key := keyRe.FindString(out.String())
-	h := a.Handler()
-	access, refresh, _ := authz.IssueTokens(b, "read")
-	req := httptest.NewRequest("POST", "/v1/connections", strings.NewReader(fmt.Sprintf(`{"id":"c1","provider":"acme","access_token":%q,"refresh_token":%q,"expires_in":3600}`, access, refresh)))
-	req.Header.Set("Authorization", "Bearer "+key)
-	w := httptest.NewRecorder()
-	h.ServeHTTP(w, req)
-	if w.Code != http.StatusCreated {
-		b.Fatalf("import: %d %s", w.Code, w.Body)
-	}
-	return h, key
+	return benchApp(b, nil, apiBase, true)
 }

@@ -36,7 +36,7 @@ func BenchmarkTokenTracing(b *testing.B) {
 				b.Cleanup(func() { _ = sdk.Shutdown(context.Background()) })
 				tp = sdk
 			}
-			h, key := benchApp(b, tp)
+			h, key := benchApp(b, tp, "", false)
 			req := httptest.NewRequest("GET", "/v1/connections/c1/token", nil)
 			req.Header.Set("Authorization", "Bearer "+key)
 			b.ReportAllocs()
@@ -52,13 +52,20 @@ func BenchmarkTokenTracing(b *testing.B) {
 	}
 }
 
-func benchApp(b *testing.B, tp trace.TracerProvider) (http.Handler, string) {
+// benchApp builds the app as serve does, with one connection c1 at a
+// fosite provider whose api_base_url is apiBase (may be empty), tracing to
+// tp (nil: off), and, with runAudit, the audit writer running.
+func benchApp(b *testing.B, tp trace.TracerProvider, apiBase string, runAudit bool) (http.Handler, string) {
 	authz := authztest.New(b, authztest.Options{AccessTokenLifespan: time.Hour})
 	dir := b.TempDir()
 	b.Setenv("BENCH_ACME_SECRET", authz.ClientSecret)
 	cfgPath := filepath.Join(dir, "tokenbroker.yaml")
-	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf("listen: 127.0.0.1:0\ndata_dir: %s\nscheduler:\n  disabled: true\nproviders:\n  - name: acme\n    token_url: %s\n    client_id: %s\n    client_secret_env: BENCH_ACME_SECRET\n",
-		dir, authz.TokenURL(), authz.ClientID)), 0o600); err != nil {
+	cfgText := fmt.Sprintf("listen: 127.0.0.1:0\ndata_dir: %s\nscheduler:\n  disabled: true\nproviders:\n  - name: acme\n    token_url: %s\n    client_id: %s\n    client_secret_env: BENCH_ACME_SECRET\n",
+		dir, authz.TokenURL(), authz.ClientID)
+	if apiBase != "" {
+		cfgText += "    api_base_url: " + apiBase + "\n"
+	}
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	cfg, err := config.Read(cfgPath)
@@ -70,6 +77,12 @@ func benchApp(b *testing.B, tp trace.TracerProvider) (http.Handler, string) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { a.Close() })
+	if runAudit && a.Audit != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); a.Audit.Run(ctx) }()
+		b.Cleanup(func() { cancel(); <-done })
+	}
 	var out bytes.Buffer
 	if _, err := a.BootstrapAPIKey(context.Background(), &out, time.Now()); err != nil {
 		b.Fatal(err)

@@ -364,14 +364,11 @@ func (s *Store) AcquireLease(ctx context.Context, id, owner string, ttl time.Dur
 		return store.Connection{}, s.fail(ctx, op, err)
 	}
 	defer tx.Rollback()
-	out, err = scanConnection(tx.QueryRowContext(ctx, `UPDATE connections
-		SET lease_owner = ?, lease_until = ?
-		WHERE id = ? AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?)
-		RETURNING `+connectionColumns,
+	out, err = scanConnection(tx.StmtContext(ctx, s.leaseStmt).QueryRowContext(ctx,
 		owner, now.Add(ttl).UnixMicro(), id, now.UnixMicro(), owner))
 	if errors.Is(err, sql.ErrNoRows) {
 		held = true
-		out, err = scanConnection(tx.QueryRowContext(ctx, getQuery, id))
+		out, err = scanConnection(tx.StmtContext(ctx, s.leaseGetStmt).QueryRowContext(ctx, id))
 	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Connection{}, notFound(id)
@@ -388,10 +385,18 @@ func (s *Store) AcquireLease(ctx context.Context, id, owner string, ttl time.Dur
 	return out, nil
 }
 
+// leaseQuery takes a free, expired or own lease (AcquireLease).
+const leaseQuery = `UPDATE connections
+		SET lease_owner = ?, lease_until = ?
+		WHERE id = ? AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?)
+		RETURNING ` + connectionColumns
+
+const releaseLeaseQuery = `UPDATE connections SET lease_owner = '', lease_until = NULL
+		WHERE id = ? AND lease_owner = ? AND lease_owner != ''`
+
 // ReleaseLease frees the lease if owner holds it; otherwise, or if there is
 // no such id, it does nothing.
 func (s *Store) ReleaseLease(ctx context.Context, id, owner string) error {
-	_, err := s.w.ExecContext(ctx, `UPDATE connections SET lease_owner = '', lease_until = NULL
-		WHERE id = ? AND lease_owner = ? AND lease_owner != ''`, id, owner)
+	_, err := s.releaseLeaseStmt.ExecContext(ctx, id, owner)
 	return s.fail(ctx, fmt.Sprintf("release lease on %q", id), err)
 }

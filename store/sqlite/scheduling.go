@@ -57,10 +57,12 @@ func (s *Store) ClaimDue(ctx context.Context, owner string, now time.Time, limit
 	return out, nil
 }
 
+const releaseClaimQuery = `UPDATE connections SET scheduled_by = '', scheduled_until = NULL
+		WHERE id = ? AND scheduled_by = ? AND scheduled_by != ''`
+
 // ReleaseClaim clears owner's claim on id.
 func (s *Store) ReleaseClaim(ctx context.Context, owner, id string) error {
-	_, err := s.w.ExecContext(ctx, `UPDATE connections SET scheduled_by = '', scheduled_until = NULL
-		WHERE id = ? AND scheduled_by = ? AND scheduled_by != ''`, id, owner)
+	_, err := s.releaseClaimStmt.ExecContext(ctx, id, owner)
 	return s.fail(ctx, fmt.Sprintf("release claim on %q", id), err)
 }
 

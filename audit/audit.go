@@ -6,11 +6,14 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/tokenbroker/tokenbroker/internal/wait"
+	"github.com/tokenbroker/tokenbroker/oauth"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
@@ -41,8 +44,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// RetryDelay is the first wait after a failed write; it doubles, up to
-	// 30 s, while the database stays unavailable. Default 1 s.
+	// RetryDelay bounds the first wait after a failed write; the bound
+	// doubles, up to 30 s, while the database stays unavailable (the one
+	// backoff, oauth.Backoff, with its jitter). Default 1 s.
 	RetryDelay time.Duration
 }
 
@@ -208,7 +212,8 @@ func (r *Recorder) write(ctx context.Context, batch []store.AuditEntry) []store.
 	if len(batch) == 0 {
 		return batch
 	}
-	delay := r.opts.RetryDelay
+	backoff := oauth.Backoff{Base: r.opts.RetryDelay, Max: maxRetryDelay}
+	refused := 0 // failures while the database answered
 	for attempt := 1; ; attempt++ {
 		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
 		err := r.opts.Store.AppendAudit(wctx, batch)
@@ -222,22 +227,17 @@ func (r *Recorder) write(ctx context.Context, batch []store.AuditEntry) []store.
 			return batch
 		}
 		r.opts.Logger.Error("audit: cannot write entries", "entries", len(batch), "attempt", attempt, "error", err)
-		if errors.Is(err, store.ErrUnavailable) {
-			// The database is down: hold the batch until it is back. The
-			// queue behind it fills meanwhile, and what Record cannot
-			// queue is counted and written to the trail as lost.
-			attempt = 0
-		} else if attempt >= maxAttempts {
-			r.dropped.Add(int64(len(batch)))
-			r.opts.Logger.Error("audit: entries lost", "entries", len(batch))
-			break
+		// While the database is down the batch is held until it is back:
+		// the queue behind it fills meanwhile, and what Record cannot
+		// queue is counted and written to the trail as lost.
+		if !errors.Is(err, store.ErrUnavailable) {
+			if refused++; refused >= maxAttempts {
+				r.dropped.Add(int64(len(batch)))
+				r.opts.Logger.Error("audit: entries lost", "entries", len(batch))
+				break
+			}
 		}
-		t := time.NewTimer(delay)
-		delay = min(2*delay, maxRetryDelay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if wait.Sleep(ctx, backoff.Delay(attempt-1, rand.Float64())) != nil {
 			return batch
 		}
 	}

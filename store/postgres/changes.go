@@ -2,10 +2,13 @@ package postgres
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tokenbroker/tokenbroker/internal/wait"
+	"github.com/tokenbroker/tokenbroker/oauth"
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
@@ -28,25 +31,21 @@ func (s *Store) FollowChanges(ctx context.Context, h store.ChangeHandler) {
 // follow LISTENs on channel over one dedicated connection (outside the
 // pool), calling followed once listening, notice with each payload, and
 // lost whenever the connection drops (notices sent meanwhile are gone); it
-// reconnects with backoff (100 ms doubling to 5 s) until ctx is done. what
-// names the feed in logs.
+// reconnects with the one backoff (oauth.Backoff: up to 100 ms, the bound
+// doubling to 5 s) until ctx is done. what names the feed in logs.
 func (s *Store) follow(ctx context.Context, channel, what string, followed func(), notice func(string), lost func()) {
-	delay := 100 * time.Millisecond
-	for ctx.Err() == nil {
+	backoff := oauth.Backoff{Base: 100 * time.Millisecond, Max: 5 * time.Second}
+	for attempt := 0; ctx.Err() == nil; attempt++ {
 		err := s.listen(ctx, channel, followed, notice)
 		lost()
 		if ctx.Err() != nil {
 			return
 		}
+		delay := backoff.Delay(attempt, rand.Float64())
 		s.log.WarnContext(ctx, "store/postgres: "+what+" interrupted; reconnecting", "error", s.fail(ctx, "listen", err), "retry_in", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if wait.Sleep(ctx, delay) != nil {
 			return
-		case <-t.C:
 		}
-		delay = min(delay*2, 5*time.Second)
 	}
 }
 

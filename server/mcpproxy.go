@@ -63,13 +63,8 @@ func (s *Server) proxyMCP(w http.ResponseWriter, r *http.Request, id string, fir
 		s.writeError(w, r, invalid("could not read the request body"))
 		return
 	}
-	call := &proxyCall{
-		upstream: upstream,
-		source:   connectionSource{broker: s.broker, id: id, first: first, haveFirst: true},
-	}
-	call.transport = client.Transport{
-		Source: &call.source,
-		Base:   s.mcpTransport,
+	s.beginProxyCall(r, upstream, id, first, client.Transport{
+		Base: s.mcpTransport,
 		// A 401 is stale (MCP servers answer an expired token with
 		// invalid_token, or with no error at all), as is any answer
 		// whose challenge says invalid_token; a step-up
@@ -77,8 +72,7 @@ func (s *Server) proxyMCP(w http.ResponseWriter, r *http.Request, id string, fir
 		// the caller as it came (client.Transport's challenge rules).
 		RefreshOn:             []int{http.StatusUnauthorized},
 		PassInsufficientScope: true,
-	}
-	info(r.Context()).proxy = call
+	})
 	s.mcpProxy.ServeHTTP(w, r)
 }
 

@@ -69,12 +69,7 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	call := &proxyCall{
-		upstream: upstream,
-		source:   connectionSource{broker: s.broker, id: id, first: first, haveFirst: true},
-	}
-	call.transport = client.Transport{
-		Source:    &call.source,
+	s.beginProxyCall(r, upstream, id, first, client.Transport{
 		Base:      s.proxyTransport,
 		RefreshOn: refreshOn,
 		// The provider's statuses are its stale signal, and with
@@ -83,9 +78,21 @@ func (s *Server) proxy(w http.ResponseWriter, r *http.Request) {
 		// the caller as it came.
 		IgnoreInvalidToken:    !invalidToken,
 		PassInsufficientScope: true,
-	}
-	info(r.Context()).proxy = call
+	})
 	target.rp.ServeHTTP(w, r)
+}
+
+// beginProxyCall records on r the call the shared ReverseProxy makes next:
+// to upstream, with connection id's token (first, already fetched), sent
+// through t with the connection as its token source.
+func (s *Server) beginProxyCall(r *http.Request, upstream *url.URL, id string, first broker.Token, t client.Transport) {
+	call := &proxyCall{
+		upstream: upstream,
+		source:   connectionSource{broker: s.broker, id: id, first: first, haveFirst: true},
+	}
+	t.Source = &call.source
+	call.transport = t
+	info(r.Context()).proxy = call
 }
 
 // proxyCall is what differs between two proxied calls through one

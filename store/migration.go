@@ -45,3 +45,16 @@ func CheckSchema(ctx context.Context, m Migrator) error {
 	}
 	return nil
 }
+
+// Applied returns the migrations of after that before had not applied
+// yet: what a MigrateUp between the two listings applied. Both listings
+// are of the same embedded migrations, in the same order.
+func Applied(before, after []Migration) []Migration {
+	var done []Migration
+	for i := range after {
+		if before[i].AppliedAt.IsZero() && !after[i].AppliedAt.IsZero() {
+			done = append(done, after[i])
+		}
+	}
+	return done
+}

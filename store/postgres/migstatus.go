@@ -75,11 +75,5 @@ func (s *Store) MigrateUp(ctx context.Context) ([]store.Migration, error) {
 	if err != nil {
 		return nil, err
 	}
-	var done []store.Migration
-	for i := range after {
-		if before[i].AppliedAt.IsZero() && !after[i].AppliedAt.IsZero() {
-			done = append(done, after[i])
-		}
-	}
-	return done, nil
+	return store.Applied(before, after), nil
 }

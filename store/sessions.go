@@ -39,7 +39,9 @@ type Sessions interface {
 type KeyFeed interface {
 	// FollowKeyChanges calls changed with the id of every API key updated
 	// by any process, and lost whenever announcements may have been missed
-	// (the caller then drops everything it cached), until ctx ends. It
+	// (the caller then drops everything it cached), until ctx ends. Every
+	// change committed after a call to lost is announced: lost is called
+	// once listening has begun, and again after every reconnection. It
 	// reconnects by itself and returns when ctx is done.
 	FollowKeyChanges(ctx context.Context, changed func(keyID string), lost func())
 }

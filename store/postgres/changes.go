@@ -80,9 +80,11 @@ const keysChannel = "tokenbroker_api_keys"
 var _ store.KeyFeed = (*Store)(nil)
 
 // FollowKeyChanges delivers the id of every API key updated (revoked) by
-// any replica, over its own LISTEN connection, reconnecting with backoff;
-// lost is called whenever the connection drops, since notices sent
-// meanwhile are gone. It returns when ctx is done.
+// any replica, over its own LISTEN connection, reconnecting with backoff.
+// lost is called whenever the connection drops and again each time the
+// LISTEN is in place: a key cached before that moment may have been
+// revoked while nobody was listening, and nothing would ever announce it.
+// It returns when ctx is done.
 func (s *Store) FollowKeyChanges(ctx context.Context, changed func(keyID string), lost func()) {
-	s.follow(ctx, keysChannel, "api key feed", nil, changed, lost)
+	s.follow(ctx, keysChannel, "api key feed", lost, changed, lost)
 }

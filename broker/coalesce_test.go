@@ -13,24 +13,42 @@ import (
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
-// gatedReads holds the first GetConnection of a connection until released,
-// and counts them all.
+// gatedReads holds the first GetConnection of a connection until released
+// (gate), says when that read has reached the gate (held), and counts them
+// all.
 type gatedReads struct {
 	store.Backend
 	id    string
 	gate  chan struct{}
+	held  chan struct{}
 	first atomic.Bool
 	reads atomic.Int32
+}
+
+func newGatedReads(id string) *gatedReads {
+	return &gatedReads{id: id, gate: make(chan struct{}), held: make(chan struct{})}
 }
 
 func (g *gatedReads) GetConnection(ctx context.Context, id string) (store.Connection, error) {
 	if id == g.id {
 		g.reads.Add(1)
 		if g.first.CompareAndSwap(false, true) {
+			close(g.held)
 			<-g.gate
 		}
 	}
 	return g.Backend.GetConnection(ctx, id)
+}
+
+// waitHeld waits until the first read of g.id is held at the gate: being
+// inside readConnection is not enough, since the read may not have begun.
+func (g *gatedReads) waitHeld(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no read of the connection reached the store")
+	}
 }
 
 func (e *env) importValid(id string) string {
@@ -45,19 +63,27 @@ func (e *env) importValid(id string) string {
 	return access
 }
 
-// waitCallers waits until n goroutines are inside the broker's shared read
-// of a connection (waiting for it, or for the read they joined).
+// waitCallers waits until n goroutines are blocked waiting for the
+// broker's shared read of a connection (the select in readConnection).
+// Being inside readConnection is not enough: a caller that has not joined
+// the read yet may join after it finished, and read again.
 func waitCallers(t *testing.T, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	buf := make([]byte, 4<<20)
 	for {
-		got := strings.Count(string(buf[:runtime.Stack(buf, true)]), "broker.(*Broker).readConnection(")
+		got := 0
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.HasPrefix(g, "goroutine ") && strings.Contains(g, " [select") &&
+				strings.Contains(g, "broker.(*Broker).readConnection(") {
+				got++
+			}
+		}
 		if got >= n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d callers reached the shared read", got, n)
+			t.Fatalf("%d of %d callers are waiting for the shared read", got, n)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -67,7 +93,7 @@ func waitCallers(t *testing.T, n int) {
 // once read the connection once between them, so a storm on one
 // connection does not queue a read per caller on the database pool.
 func TestConcurrentMissesShareOneRead(t *testing.T) {
-	g := &gatedReads{id: "c1", gate: make(chan struct{})}
+	g := newGatedReads("c1")
 	e := newEnv(t, envOptions{store: func(s store.Backend) store.Backend { g.Backend = s; return g }})
 	access := e.importValid("c1")
 
@@ -81,6 +107,7 @@ func TestConcurrentMissesShareOneRead(t *testing.T) {
 			got[i], errs[i] = tok.AccessToken, err
 		})
 	}
+	g.waitHeld(t)
 	waitCallers(t, callers)
 	if n := g.reads.Load(); n != 1 {
 		t.Fatalf("%d callers waiting made %d store reads, want 1", callers, n)
@@ -102,7 +129,7 @@ func TestConcurrentMissesShareOneRead(t *testing.T) {
 // change feed) does not join a read that began before it; it reads the new
 // row itself.
 func TestSharedReadNeverOlderThanAnnouncedWrite(t *testing.T) {
-	g := &gatedReads{id: "c1", gate: make(chan struct{})}
+	g := newGatedReads("c1")
 	e := newEnv(t, envOptions{store: func(s store.Backend) store.Backend { g.Backend = s; return g }})
 	old := e.importValid("c1")
 
@@ -111,7 +138,7 @@ func TestSharedReadNeverOlderThanAnnouncedWrite(t *testing.T) {
 		_, err := e.broker.GetToken(context.Background(), "c1")
 		early <- err
 	}()
-	waitCallers(t, 1) // its read is held at the gate
+	g.waitHeld(t) // its read is held at the gate
 
 	replicaB := e.newBroker(e.store, "replica-b", nil)
 	fresh, err := replicaB.RefreshConnection(context.Background(), "c1", nil)

@@ -11,16 +11,6 @@ import (
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
-// batchColumns are the columns CreateConnections copies, in the order of
-// its rows; the lease columns are left NULL (free).
-var batchColumns = []string{"id", "provider", "status", "access_token", "refresh_token", "token_type", "scope",
-	"expires_at", "expiry_defaulted", "refresh_expires_at", "refresh_hard_expires_at",
-	"last_refresh_at", "last_used_at", "failure", "metadata",
-	"version", "created_at", "updated_at", "grant_type", "next_refresh_at",
-	"issued_at", "incarnation", "on_error_refresh_at", "refresh_started_at", "mcp"}
-
-var eventColumns = []string{"id", "type", "connection_id", "provider", "code", "at"}
-
 // CreateConnections copies cs and the events into their tables with COPY
 // in one transaction: one round trip per table instead of one per row. A
 // taken id aborts the COPY as a whole; the transaction is rolled back and
@@ -33,33 +23,19 @@ func (s *Store) CreateConnections(ctx context.Context, cs []store.Connection, ev
 	if len(cs) == 0 {
 		return nil
 	}
-	now := stored(s.now())
+	now := s.now()
 	rows := make([][]any, len(cs))
 	ids := make([]string, len(cs))
 	for i, c := range cs {
-		args, err := dataArgs(c)
-		if err == nil {
-			var mcp []byte
-			if mcp, err = store.EncodeMCP(c.ID, c.MCP); err == nil {
-				args = append([]any{c.ID}, args...)
-				rows[i] = append(args, int64(1), now, now, c.Grant, tstz(c.NextRefreshAt), tstz(c.IssuedAt), store.NewIncarnation(),
-					tstz(c.OnErrorRefreshAt), tstz(c.RefreshStartedAt), blob(mcp))
-			}
-		}
+		args, err := newRow(c, now)
 		if err != nil {
 			return &store.ItemError{Index: i, ID: c.ID, Err: err}
 		}
-		ids[i] = c.ID
+		rows[i], ids[i] = args, c.ID
 	}
 	evRows := make([][]any, len(events))
 	for i, e := range events {
-		if e.At.IsZero() {
-			e.At = s.now()
-		}
-		if e.ID == "" {
-			e.ID = store.NewEventID(e.At)
-		}
-		evRows[i] = []any{e.ID, e.Type, e.ConnectionID, e.Provider, e.Code, stored(e.At)}
+		evRows[i] = s.eventRow(e)
 	}
 	op := fmt.Sprintf("create %d connections", len(cs))
 	var taken bool
@@ -77,7 +53,7 @@ func (s *Store) CreateConnections(ctx context.Context, cs []store.Connection, ev
 			}
 			w.tx = tx
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"connections"}, batchColumns, pgx.CopyFromRows(rows)); err != nil {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"connections"}, newRowColumns, pgx.CopyFromRows(rows)); err != nil {
 			err = s.fail(ctx, op, err)
 			taken = errors.Is(err, store.ErrAlreadyExists)
 			return err

@@ -174,20 +174,47 @@ func notFound(id string) error {
 	return fmt.Errorf("store/postgres: connection %q: %w", id, store.ErrNotFound)
 }
 
+// newRowColumns are the columns of a new connection row, in the order of
+// newRow's values; the lease columns are left NULL (free).
+var newRowColumns = []string{"id", "provider", "status", "access_token", "refresh_token", "token_type", "scope",
+	"expires_at", "expiry_defaulted", "refresh_expires_at", "refresh_hard_expires_at",
+	"last_refresh_at", "last_used_at", "failure", "metadata",
+	"version", "created_at", "updated_at", "grant_type", "next_refresh_at",
+	"issued_at", "incarnation", "on_error_refresh_at", "refresh_started_at", "mcp"}
+
+// insertConnection stores one newRow; CreateConnections copies many.
+var insertConnection = func() string {
+	marks := make([]string, len(newRowColumns))
+	for i := range marks {
+		marks[i] = "$" + strconv.Itoa(i+1)
+	}
+	return "INSERT INTO connections (" + strings.Join(newRowColumns, ", ") + ") VALUES (" + strings.Join(marks, ", ") + ")"
+}()
+
+// newRow is a new connection row for c in newRowColumns' order: version 1,
+// created and updated at now, a new incarnation.
+func newRow(c store.Connection, now time.Time) ([]any, error) {
+	args, err := dataArgs(c)
+	if err != nil {
+		return nil, err
+	}
+	mcp, err := store.EncodeMCP(c.ID, c.MCP)
+	if err != nil {
+		return nil, fmt.Errorf("store/postgres: %w", err)
+	}
+	args = append([]any{c.ID}, args...)
+	return append(args, int64(1), stored(now), stored(now), c.Grant, tstz(c.NextRefreshAt), tstz(c.IssuedAt), store.NewIncarnation(),
+		tstz(c.OnErrorRefreshAt), tstz(c.RefreshStartedAt), blob(mcp)), nil
+}
+
 // CreateConnection stores c with Version 1, a new incarnation, a free lease
 // and CreatedAt and UpdatedAt from the store's clock, and queues events.
 // Returns [store.ErrAlreadyExists] if the id is taken.
 func (s *Store) CreateConnection(ctx context.Context, c store.Connection, events ...store.Event) (store.Connection, error) {
-	args, err := dataArgs(c)
+	args, err := newRow(c, s.now())
 	if err != nil {
 		return store.Connection{}, err
 	}
-	args = append([]any{c.ID}, args...)
-	mcp, err := store.EncodeMCP(c.ID, c.MCP)
-	if err != nil {
-		return store.Connection{}, fmt.Errorf("store/postgres: %w", err)
-	}
-	args = append(args, stored(s.now()), c.Grant, tstz(c.NextRefreshAt), tstz(c.IssuedAt), store.NewIncarnation(), tstz(c.OnErrorRefreshAt), tstz(c.RefreshStartedAt), blob(mcp))
 	op := fmt.Sprintf("create connection %q", c.ID)
 	var out store.Connection
 	err = s.do(ctx, op, false, func(pc *pgxpool.Conn) error {
@@ -196,11 +223,7 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection, events
 			return err
 		}
 		defer conn.rollback(ctx)
-		out, err = scanConnection(conn.QueryRow(ctx, `INSERT INTO connections (id, `+dataColumns+`,
-			version, lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
-			issued_at, incarnation, on_error_refresh_at, refresh_started_at, mcp)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, 1, NULL, NULL, $16, $16, $17, $18, $19, $20, $21, $22, $23)
-			RETURNING `+connectionColumns, args...))
+		out, err = scanConnection(conn.QueryRow(ctx, insertConnection+` RETURNING `+connectionColumns, args...))
 		return conn.commit(ctx, s.fail(ctx, op, err))
 	})
 	return out, err

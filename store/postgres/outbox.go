@@ -68,18 +68,27 @@ func (w *eventWriter) commit(ctx context.Context, err error) error {
 		return err
 	}
 	for _, e := range w.events {
-		if e.At.IsZero() {
-			e.At = w.s.now()
-		}
-		if e.ID == "" {
-			e.ID = store.NewEventID(e.At)
-		}
-		if _, err := w.tx.Exec(ctx, `INSERT INTO outbox_events (id, type, connection_id, provider, code, at)
-			VALUES ($1, $2, $3, $4, $5, $6)`, e.ID, e.Type, e.ConnectionID, e.Provider, e.Code, stored(e.At)); err != nil {
+		if _, err := w.tx.Exec(ctx, `INSERT INTO outbox_events (`+strings.Join(eventColumns, ", ")+`)
+			VALUES ($1, $2, $3, $4, $5, $6)`, w.s.eventRow(e)...); err != nil {
 			return w.s.fail(ctx, w.op, err)
 		}
 	}
 	return w.s.fail(ctx, w.op, w.tx.Commit(ctx))
+}
+
+// eventColumns are the outbox_events columns of eventRow's values.
+var eventColumns = []string{"id", "type", "connection_id", "provider", "code", "at"}
+
+// eventRow is e's row in eventColumns' order, stamped with the store's now
+// and a new id when it has none.
+func (s *Store) eventRow(e store.Event) []any {
+	if e.At.IsZero() {
+		e.At = s.now()
+	}
+	if e.ID == "" {
+		e.ID = store.NewEventID(e.At)
+	}
+	return []any{e.ID, e.Type, e.ConnectionID, e.Provider, e.Code, stored(e.At)}
 }
 
 func (w *eventWriter) rollback(ctx context.Context) {

@@ -8,11 +8,6 @@ import (
 	"github.com/tokenbroker/tokenbroker/store"
 )
 
-const batchInsert = `INSERT INTO connections (id, ` + dataColumns + `,
-	version, lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
-	issued_at, incarnation, on_error_refresh_at, refresh_started_at, mcp)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-
 // CreateConnections stores cs and queues events in one transaction, one
 // prepared INSERT per row: SQLite has one writer, so the cost is the rows'
 // own, not round trips or locks. See [store.BatchCreator].
@@ -26,18 +21,11 @@ func (s *Store) CreateConnections(ctx context.Context, cs []store.Connection, ev
 	rows := make([][]any, len(cs))
 	now := s.now().UnixMicro()
 	for i, c := range cs {
-		args, err := dataArgs(c)
-		if err == nil {
-			var mcp []byte
-			if mcp, err = store.EncodeMCP(c.ID, c.MCP); err == nil {
-				args = append([]any{c.ID}, args...)
-				rows[i] = append(args, now, now, c.Grant, micros(c.NextRefreshAt), micros(c.IssuedAt), store.NewIncarnation(),
-					micros(c.OnErrorRefreshAt), micros(c.RefreshStartedAt), text(mcp))
-			}
-		}
+		args, err := insertArgs(c, now)
 		if err != nil {
 			return &store.ItemError{Index: i, ID: c.ID, Err: err}
 		}
+		rows[i] = args
 	}
 	op := fmt.Sprintf("create %d connections", len(cs))
 	w, err := s.beginEvents(ctx, op, events)
@@ -50,7 +38,7 @@ func (s *Store) CreateConnections(ctx context.Context, cs []store.Connection, ev
 		}
 	}
 	defer w.rollback()
-	st, err := w.tx.PrepareContext(ctx, batchInsert)
+	st, err := w.tx.PrepareContext(ctx, insertConnection)
 	if err != nil {
 		return s.fail(ctx, op, err)
 	}

@@ -171,27 +171,16 @@ func notFound(id string) error {
 // and CreatedAt and UpdatedAt from the store's clock, and queues events.
 // Returns [store.ErrAlreadyExists] if the id is taken.
 func (s *Store) CreateConnection(ctx context.Context, c store.Connection, events ...store.Event) (store.Connection, error) {
-	args, err := dataArgs(c)
+	args, err := insertArgs(c, s.now().UnixMicro())
 	if err != nil {
 		return store.Connection{}, err
 	}
-	now := s.now().UnixMicro()
-	args = append([]any{c.ID}, args...)
-	mcp, err := store.EncodeMCP(c.ID, c.MCP)
-	if err != nil {
-		return store.Connection{}, fmt.Errorf("store/sqlite: %w", err)
-	}
-	args = append(args, now, now, c.Grant, micros(c.NextRefreshAt), micros(c.IssuedAt), store.NewIncarnation(), micros(c.OnErrorRefreshAt), micros(c.RefreshStartedAt), text(mcp))
 	w, err := s.beginEvents(ctx, fmt.Sprintf("create connection %q", c.ID), events)
 	if err != nil {
 		return store.Connection{}, err
 	}
 	defer w.rollback()
-	row := w.QueryRowContext(ctx, `INSERT INTO connections (id, `+dataColumns+`,
-		version, lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
-		issued_at, incarnation, on_error_refresh_at, refresh_started_at, mcp)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		RETURNING `+connectionColumns, args...)
+	row := w.QueryRowContext(ctx, insertConnection+` RETURNING `+connectionColumns, args...)
 	out, err := scanConnection(row)
 	if err == nil {
 		err = w.commit(ctx)
@@ -200,6 +189,30 @@ func (s *Store) CreateConnection(ctx context.Context, c store.Connection, events
 		return store.Connection{}, s.fail(ctx, fmt.Sprintf("create connection %q", c.ID), err)
 	}
 	return out, nil
+}
+
+// insertConnection stores a new connection, free of any lease, at version
+// 1, from the arguments of [insertArgs]. CreateConnection and
+// CreateConnections both write a new row through it.
+const insertConnection = `INSERT INTO connections (id, ` + dataColumns + `,
+	version, lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
+	issued_at, incarnation, on_error_refresh_at, refresh_started_at, mcp)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, '', NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// insertArgs are insertConnection's arguments for c, created at now (Unix
+// microseconds), with a new incarnation.
+func insertArgs(c store.Connection, now int64) ([]any, error) {
+	args, err := dataArgs(c)
+	if err != nil {
+		return nil, err
+	}
+	mcp, err := store.EncodeMCP(c.ID, c.MCP)
+	if err != nil {
+		return nil, fmt.Errorf("store/sqlite: %w", err)
+	}
+	args = append([]any{c.ID}, args...)
+	return append(args, now, now, c.Grant, micros(c.NextRefreshAt), micros(c.IssuedAt), store.NewIncarnation(),
+		micros(c.OnErrorRefreshAt), micros(c.RefreshStartedAt), text(mcp)), nil
 }
 
 // GetConnection returns [store.ErrNotFound] if there is no such id.

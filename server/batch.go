@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/tokenbroker/tokenbroker/broker"
 	"github.com/tokenbroker/tokenbroker/store"
@@ -105,15 +104,11 @@ func itemError(i int, id string, e apiError) apiError {
 
 // itemJSONError says what is wrong with one item's JSON.
 func itemJSONError(err error) string {
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case errors.Is(err, errNotObject):
+	if errors.Is(err, errNotObject) {
 		return "must be a JSON object"
-	case errors.As(err, &typeErr) && typeErr.Field != "":
-		return fmt.Sprintf("%s: must be %s, not %s", typeErr.Field, jsonKind(typeErr.Type.Kind()), typeErr.Value)
 	}
-	if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return "unknown field " + shorten(field, 80)
+	if msg, ok := fieldProblem(err); ok {
+		return msg
 	}
 	return "is not a valid JSON object"
 }

@@ -187,20 +187,31 @@ func decodeJSONUpTo(w http.ResponseWriter, r *http.Request, dst any, limit int64
 		return invalid("request body is not valid JSON: it ends too soon"), false
 	case errors.As(err, &syntax):
 		return invalid(fmt.Sprintf("request body is not valid JSON at byte %d", syntax.Offset)), false
-	case errors.As(err, &typeErr):
-		if typeErr.Field == "" {
-			return invalid("request body must be a JSON object"), false
-		}
-		return invalid(fmt.Sprintf("%s: must be %s, not %s", typeErr.Field, jsonKind(typeErr.Type.Kind()), typeErr.Value)), false
+	case errors.As(err, &typeErr) && typeErr.Field == "":
+		return invalid("request body must be a JSON object"), false
 	case errors.Is(err, errNotObject):
 		return invalid("request body must be a JSON object"), false
 	case errors.Is(err, errTrailingData):
 		return invalid("request body must hold a single JSON object"), false
 	}
-	if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return invalid("unknown field " + shorten(field, 80)), false
+	if msg, ok := fieldProblem(err); ok {
+		return invalid(msg), false
 	}
 	return invalid("request body is not a valid JSON object"), false
+}
+
+// fieldProblem says which field of a decoded object was wrong and how, in
+// the request's terms; false when err is not about one field. Used for a
+// request body and for each item of a batch.
+func fieldProblem(err error) (string, bool) {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) && typeErr.Field != "" {
+		return fmt.Sprintf("%s: must be %s, not %s", typeErr.Field, jsonKind(typeErr.Type.Kind()), typeErr.Value), true
+	}
+	if field, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return "unknown field " + shorten(field, 80), true
+	}
+	return "", false
 }
 
 var (

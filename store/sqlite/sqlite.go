@@ -50,6 +50,7 @@ type Store struct {
 	// refresh 15% of its CPU (BENCHMARKS.md).
 	getStmt, casStmt                                            *sql.Stmt
 	leaseStmt, leaseGetStmt, releaseLeaseStmt, releaseClaimStmt *sql.Stmt
+	prepared                                                    []*sql.Stmt // all of the above, for Close
 	// audit holds the audit trail's INSERT statements (audit.go).
 	audit auditStmts
 
@@ -139,6 +140,7 @@ func (s *Store) prepare(ctx context.Context) error {
 			return fmt.Errorf("prepare: %w", classify(err))
 		}
 		*p.st = st
+		s.prepared = append(s.prepared, st)
 	}
 	return nil
 }
@@ -236,10 +238,8 @@ func (s *Store) Ping(ctx context.Context) error {
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
-		for _, st := range []*sql.Stmt{s.getStmt, s.casStmt, s.leaseStmt, s.leaseGetStmt, s.releaseLeaseStmt, s.releaseClaimStmt} {
-			if st != nil {
-				_ = st.Close()
-			}
+		for _, st := range s.prepared {
+			_ = st.Close()
 		}
 		s.audit.close()
 		s.closeErr = errors.Join(s.r.Close(), s.w.Close())

@@ -23,12 +23,6 @@ const connectionColumns = `id, provider, status, access_token, refresh_token, to
 	lease_owner, lease_until, created_at, updated_at, grant_type, next_refresh_at,
 	issued_at, incarnation, on_error_refresh_at, refresh_started_at, mcp`
 
-// dataColumns are the caller-owned columns, in the order of dataArgs; in
-// statements they are parameters $2 to $15, after the id.
-const dataColumns = `provider, status, access_token, refresh_token, token_type, scope,
-	expires_at, expiry_defaulted, refresh_expires_at, refresh_hard_expires_at,
-	last_refresh_at, last_used_at, failure, metadata`
-
 // stored is t as the store keeps it: UTC, whole microseconds (timestamptz
 // precision).
 func stored(t time.Time) time.Time {
@@ -175,7 +169,8 @@ func notFound(id string) error {
 }
 
 // newRowColumns are the columns of a new connection row, in the order of
-// newRow's values; the lease columns are left NULL (free).
+// newRow's values: the id, the caller-owned columns in the order of
+// dataArgs, then the store's own. The lease columns are left NULL (free).
 var newRowColumns = []string{"id", "provider", "status", "access_token", "refresh_token", "token_type", "scope",
 	"expires_at", "expiry_defaulted", "refresh_expires_at", "refresh_hard_expires_at",
 	"last_refresh_at", "last_used_at", "failure", "metadata",
